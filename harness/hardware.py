@@ -1,0 +1,135 @@
+"""Where a run executes and how fast that hardware could go.
+
+MFU needs a peak. On CPU it is measured once per process with an fp32 matmul probe; on a GPU it
+comes from a table of datasheet dense peaks keyed by the device name. An unknown device gets no
+peak and so no MFU: never a guess (torchtitan falls back to an A100's peak; we do not).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+from harness.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# Dense (no sparsity) datasheet peaks in FLOP/s: (name substring, bf16/fp16 tensor core, fp32 non-tensor).
+GPU_PEAKS = (
+    ("H200", 989.4e12, 66.9e12),
+    ("H100 PCIe", 756.0e12, 51.2e12),
+    ("H100", 989.4e12, 66.9e12),  # SXM
+    ("A100", 312.0e12, 19.5e12),
+    ("L40S", 362.0e12, 91.6e12),
+    ("L4", 121.0e12, 30.3e12),
+    ("A10G", 70.0e12, 31.2e12),
+    ("V100", 125.0e12, 15.7e12),
+    ("RTX 4090", 165.2e12, 82.6e12),
+    ("RTX 3090", 71.0e12, 35.6e12),
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise UserError(f"unknown device '{name}'; valid: {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is visible to torch; use device=cpu or device=auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 autocast on GPUs; fp32 on CPU, where bf16 matmul is ~150x slower on this class of machine."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return _cpu_model()
+
+
+@functools.cache
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """Best fp32 matmul rate of this process's threads (FLOP/s): the CPU's practical peak."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    a @ b  # warm-up: thread pool start, page faults
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, str]:
+    """(peak FLOP/s, how it was obtained); (None, why) when it is not known."""
+    if device.type == "cpu":
+        if dtype != torch.float32:
+            return None, f"no CPU probe for {dtype}"
+        return cpu_matmul_peak(), "measured: best of 8 fp32 1024x1024 matmuls in this process"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, tensor_peak, fp32_peak in GPU_PEAKS:
+            if key in name:
+                if dtype in (torch.bfloat16, torch.float16):
+                    return tensor_peak, f"datasheet dense {dtype} peak for '{key}'"
+                return fp32_peak, f"datasheet fp32 peak for '{key}'"
+        return None, f"unknown GPU '{name}': no peak, so no MFU"
+    return None, f"unknown device type '{device.type}'"
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_max_rss"
+
+
+def git_state() -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        if sha.returncode != 0:
+            return {"sha": None, "dirty": None}
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        return {"sha": sha.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "git": git_state(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device.type,
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+    }

@@ -1,0 +1,2 @@
+def build_report(d):
+    return d

@@ -1,0 +1,172 @@
+"""One run, start to finish: task -> model -> train (or fit) -> evaluate -> measure -> one record.
+
+Every arch and task goes through this one path. A run that breaks is written as a ``failed``
+record (the sweep goes on); a user mistake raises UserError before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import random
+import time
+import traceback
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from archs import get_arch
+from archs.attention import resolve_backend
+from harness import hardware, records
+from harness.config import validate
+from harness.errors import UserError
+from harness.train import train
+from tasks import build_task, task_kind
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _base_record(conf: Mapping[str, Any], key: str, overrides: list[str]) -> dict[str, Any]:
+    return {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_key": key,
+        "status": "failed",
+        "error": None,
+        "arch": conf["arch"]["name"],
+        "size": conf["size"],
+        "task": conf["task"]["name"],
+        "kind": None,
+        "seed": conf["seed"],
+        "params": None,
+        "flops_per_token": None,
+        "tokens_seen": 0,
+        "steps": 0,
+        "budget": {k: conf["train"][k] for k in ("max_steps", "max_tokens", "max_seconds")},
+        "metrics": {},
+        "primary_metric": None,
+        "lower_is_better": None,
+        "throughput": {"tokens_per_s": None, "mfu": None, "peak_mem_bytes": None},
+        "data": {},
+        "env": {},
+        "wall_s": None,
+        "overrides": list(overrides),
+        "config": dict(conf),
+        "curve": [],
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, single: bool = True) -> dict[str, Any]:
+    """Run the config and write its record; returns the record (an existing one when skipped)."""
+    overrides = list(overrides or [])
+    arch_spec = get_arch(conf["arch"]["name"])
+    kind = task_kind(conf["task"]["name"])
+    validate(conf, check_kind=single)
+    key = records.run_key(dict(conf))
+    results_dir = conf["results_dir"]
+    path = records.record_path(results_dir, key)
+    old = records.read_record(path)
+    if old and old.get("status") == "ok" and not conf["force"]:
+        print(f"skip {conf['arch']['name']}/{conf['size']} {conf['task']['name']} seed={conf['seed']}: "
+              f"an ok record exists ({path}); force=true reruns it")
+        return old
+
+    rec = _base_record(conf, key, overrides)
+    rec["kind"] = kind
+    if kind not in arch_spec.kinds:  # in a multirun an unsupported pair is recorded, not fatal
+        rec["status"] = "skipped"
+        rec["error"] = f"arch '{arch_spec.name}' does not support task kind '{kind}': " + \
+            arch_spec.unsupported.get(kind, f"it supports {', '.join(arch_spec.kinds)}")
+        records.write_record(results_dir, rec)
+        print(f"skipped {key}: {rec['error']}")
+        return rec
+
+    t_start = time.perf_counter()
+    try:
+        _execute(conf, rec, arch_spec)
+    except UserError:
+        raise
+    except Exception as e:  # a broken run is a result too: record it and let the sweep go on
+        rec["status"] = "failed"
+        rec["error"] = f"{type(e).__name__}: {e}"
+        rec["traceback"] = traceback.format_exc()
+        print(f"run {key} failed: {rec['error']}")
+    rec["wall_s"] = time.perf_counter() - t_start
+    records.write_record(results_dir, rec)
+    _print_summary(rec, path)
+    return rec
+
+
+def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
+    tcfg = conf["train"]
+    generator = seed_everything(int(conf["seed"]))
+    device = hardware.resolve_device(conf["device"])
+    dtype = hardware.compute_dtype(device)
+    rec["env"] = hardware.environment(device)
+    rec["precision"] = str(dtype).replace("torch.", "")
+
+    task = build_task(conf["task"], int(conf["seed"]))
+    rec["data"] = task.data_info()
+    rec["primary_metric"], rec["lower_is_better"] = task.primary_metric, task.lower_is_better
+
+    hp = arch_spec.hparams(conf["size"], conf["arch"])
+    if any(f.name == "attention" for f in dataclasses.fields(hp)):
+        # the one run-time choice an arch cannot make alone: which attention kernel this device runs
+        backend = resolve_backend(conf["attention"], device, dtype)
+        hp = dataclasses.replace(hp, attention=backend)
+        rec["attention_backend"] = backend
+    rec["hparams"] = dataclasses.asdict(hp)
+    seq_len = int(tcfg["seq_len"])
+    model = arch_spec.build(task.kind, hp, task.spec(seq_len))
+    if hasattr(model, "to"):
+        model = model.to(device)
+    rec["params"] = int(model.num_params())
+    rec["flops_per_token"] = model.flops_per_token(seq_len)
+
+    desc = f"{rec['arch']}/{rec['size']} seed={rec['seed']}"
+    if getattr(model, "fitted", False):
+        t0 = time.perf_counter()
+        fit_info = model.fit(task, tcfg, device, generator)
+        rec["fit"] = fit_info
+        rec["tokens_seen"] = int(fit_info.get("tokens", 0))
+        rec["throughput"]["fit_seconds"] = time.perf_counter() - t0
+        rec["stop_reason"] = "fit"
+        status = "ok"
+    else:
+        out = train(model, task, tcfg, device, dtype, generator, desc=desc)
+        rec.update(steps=out.steps, tokens_seen=out.tokens_seen, curve=out.curve, stop_reason=out.stop_reason)
+        rec["throughput"]["tokens_per_s"] = out.tokens_per_s
+        rec["throughput"]["train_seconds"] = out.train_seconds
+        status, rec["error"] = out.status, out.error
+    rec["budget"]["consumed"] = {"steps": rec["steps"], "tokens": rec["tokens_seen"],
+                                 "seconds": rec["throughput"].get("train_seconds") or rec["throughput"].get("fit_seconds"),
+                                 "flops": (rec["flops_per_token"] * rec["tokens_seen"]) if rec["flops_per_token"] else None}
+    if status == "ok":
+        with torch.no_grad():
+            rec["metrics"] = task.evaluate(model, device, seq_len)
+    peak, peak_source = hardware.peak_flops(device, dtype)
+    tps, fpt = rec["throughput"]["tokens_per_s"], rec["flops_per_token"]
+    mem, mem_kind = hardware.peak_memory(device)
+    rec["throughput"].update(
+        peak_flops=peak, peak_flops_source=peak_source,
+        achieved_flops=(tps * fpt) if (tps and fpt) else None,
+        mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
+        peak_mem_bytes=mem, peak_mem_kind=mem_kind,
+    )
+    rec["status"] = status
+
+
+def _print_summary(rec: dict[str, Any], path) -> None:
+    m = rec.get("metrics") or {}
+    pm = rec.get("primary_metric")
+    metric = f"{pm}={m[pm]:.4f}" if pm in m else ""
+    tp = rec["throughput"]
+    tps = f"{tp['tokens_per_s']:.0f} tok/s" if tp.get("tokens_per_s") else ""
+    mfu = f"MFU {100 * tp['mfu']:.1f}%" if tp.get("mfu") else ""
+    parts = [p for p in (rec["status"], metric, f"params={rec['params']:,}" if rec["params"] else "", tps, mfu) if p]
+    print(f"{rec['arch']}/{rec['size']} {rec['task']} seed={rec['seed']}: {' '.join(parts)} -> {path}")
