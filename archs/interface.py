@@ -6,6 +6,14 @@ describe the work). Per kind:
 
   lm        ``forward(idx) -> logits (B, T, V)`` for training, and ``target_logprobs(x, y) -> (B, T)``:
             log p(y_t | x_<=t), what the LM evaluation reads (count-based models implement only this).
+  seq2seq   ``encode(src, src_mask) -> memory`` (a tensor or tuple of tensors, batch first, so a
+            search can reorder it with index_select), ``decode(memory, src_mask, tgt_in) -> logits
+            (B, T, V)`` (teacher-forced, causal over tgt_in), and ``forward(src, src_mask, tgt_in)`` =
+            decode(encode(...)). Greedy/beam search is one shared implementation over these calls.
+  classify  ``forward(ids, mask) -> logits (B, num_classes)``.
+
+Masks are bool, shape (B, T), True where the token is real (False = padding), everywhere.
+Special token ids (pad, bos, eos) come in the TaskSpec the model is built with.
 
 Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = True`` and implement
 ``fit(batches)``; the engine calls that instead of running gradient steps.

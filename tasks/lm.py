@@ -69,8 +69,13 @@ class LanguageModeling(Task):
                 raise UserError(f"task lm: the {name} split is empty ({len(docs)} documents); "
                                 "give more text or change task.valid_frac/task.test_frac")
         self.fingerprint = fingerprint(splits)
+        self.splits = splits
         self.streams = {k: self.tokenizer.encode(DOC_SEPARATOR.join(v)) for k, v in splits.items()}
         self.split_docs = {k: len(v) for k, v in splits.items()}
+
+    def sequences(self, split: str) -> list:
+        """Each document of a split tokenized on its own (for models fit on counts, e.g. n-grams)."""
+        return [self.tokenizer.encode(d) for d in self.splits[split]]
 
     def spec(self, seq_len: int) -> TaskSpec:
         return TaskSpec(kind="lm", vocab_size=self.tokenizer.vocab_size, max_seq_len=seq_len)
