@@ -9,6 +9,7 @@ which are skipped when a job fails.
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from importlib import resources
 from typing import Any
@@ -62,12 +63,19 @@ def _missing_option_message(overrides: list[str], e: Exception) -> str:
 
 def _composition_message(e: Exception) -> str:
     msg = " ".join(str(e).split())
-    cause = e.__cause__
-    if "not in struct" in msg or "Key '" in msg and "is not in struct" in str(cause or ""):
-        key = msg.split("override '", 1)[-1].split("'", 1)[0] if "override '" in msg else msg
-        return (f"unknown config key '{key}': no such key in the config "
-                f"(see `python -m harness.sweep --cfg job` for every key)")
+    m = re.search(r"Could not override '([^']+)'", msg)
+    if m and "+" in msg:  # Hydra's struct check: the key is not declared anywhere in the config
+        key = m.group(1)
+        parent, _, _ = key.rpartition(".")
+        return f"unknown config key '{key}'; valid keys{f' under {parent}' if parent else ''}: {', '.join(_keys_at(parent))}"
     return msg
+
+
+def _keys_at(parent: str) -> list[str]:
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        base = compose("config")
+    node = OmegaConf.select(base, parent) if parent else base
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
 def _jobs(args: list[str]) -> list[list[str]]:
@@ -80,14 +88,16 @@ def _jobs(args: list[str]) -> list[list[str]]:
     except OverrideParseException as e:
         raise UserError(f"cannot parse overrides: {' '.join(str(e).split())}") from None
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    sweeps = {o.get_key_element(): list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()}
+    sweeps = {o.get_key_element(): [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+              for o in parsed if o.is_sweep_override()}
     base = _compose([o for o in fixed if not o.startswith("hydra")], hydra_cfg=True)
     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
     for key, value in params.items():
         if key in sweeps or any(o.input_line.split("=")[0].lstrip("+~") == key for o in parsed):
             continue  # the command line wins over the study file
         ov = parser.parse_override(f"{key}={value}")
-        sweeps[key] = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [f"{key}={value}"]
+        sweeps[key] = ([f"{key}={v}" for v in ov.sweep_string_iterator()] if ov.is_sweep_override()
+                       else [f"{key}={value}"])
     combos = list(itertools.islice(itertools.product(*sweeps.values()), MAX_PREFLIGHT_JOBS))
     plain = [o for o in fixed if not o.startswith("hydra")]
     return [plain + list(c) for c in combos] or [plain]
