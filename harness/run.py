@@ -18,6 +18,7 @@ import torch
 from archs import get_arch
 from archs.attention import resolve_backend
 from harness import hardware, records
+from harness.checkpoints import checkpoint_path, save_checkpoint
 from harness.config import validate
 from harness.errors import UserError
 from harness.train import train
@@ -149,6 +150,11 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
     if status == "ok":
         with torch.no_grad():
             rec["metrics"] = task.evaluate(model, device, seq_len)
+        if conf["checkpoint"]:
+            path = checkpoint_path(conf["results_dir"], rec["run_key"])
+            save_checkpoint(path, model, arch=rec["arch"], size=rec["size"], kind=task.kind, hparams=hp,
+                            task_spec=task.spec(seq_len), run_key=rec["run_key"], task_config=dict(conf["task"]))
+            rec["checkpoint"] = str(path)
     peak, peak_source = hardware.peak_flops(device, dtype)
     tps, fpt = rec["throughput"]["tokens_per_s"], rec["flops_per_token"]
     mem, mem_kind = hardware.peak_memory(device)
