@@ -5,7 +5,10 @@ Every model, neural or count-based, offers ``num_params()`` and ``flops_per_toke
 describe the work). Per kind:
 
   lm        ``forward(idx) -> logits (B, T, V)`` for training, and ``target_logprobs(x, y) -> (B, T)``:
-            log p(y_t | x_<=t), what the LM evaluation reads (count-based models implement only this).
+            log p(y_t | x_<=t), what the LM evaluation reads (all a count-based model must have).
+            Optional: ``next_token_logprobs(idx) -> (B, T, V)``, the whole next-token distribution at
+            every position (log-probabilities), for greedy checks and generation (harness/lmeval_adapter.py);
+            NeuralLM has it. Both are causal: position t depends on x_<=t only.
   seq2seq   ``encode(src, src_mask) -> memory`` (a tensor or tuple of tensors, batch first, so a
             search can reorder it with index_select), ``decode(memory, src_mask, tgt_in) -> logits
             (B, T, V)`` (teacher-forced, causal over tgt_in), and ``forward(src, src_mask, tgt_in)`` =
@@ -44,6 +47,9 @@ class NeuralLM(NeuralModel):
     def target_logprobs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self(x).float()
         return F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+
+    def next_token_logprobs(self, idx: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self(idx).float(), dim=-1)
 
 
 def matmul_params(module: nn.Module) -> int:

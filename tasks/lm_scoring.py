@@ -1,0 +1,100 @@
+"""How a language model's log-likelihood of a token sequence is measured.
+
+One definition, used by our LM evaluator (tasks/lm.py) and by the lm-eval adapter
+(harness/lmeval_adapter.py), so that our bits per byte and lm-eval's agree to the last digit:
+
+* ``rolling_nll``: every token after a context is predicted exactly once, in non-overlapping windows of
+  the run's context length (what perplexity and bits per byte are made of);
+* ``continuation_scores``: log p(continuation | context) and whether greedy decoding would produce the
+  continuation, each prediction seeing as much of the context as the window allows (lm-eval's
+  ``loglikelihood``);
+* ``boundary_ids``: a text scored as a document that starts after a document boundary (the separator
+  the LM task joins documents with), so its first token is predicted too.
+
+Models are called through the lm contract in archs/interface.py only; both are causal (position t sees
+x_<=t), which is what makes right-padding a batch of windows of different lengths harmless.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def boundary_ids(tokenizer, text: str, boundary: str) -> tuple[torch.Tensor, int]:
+    """(ids, n_context): encode(boundary) + encode(text), with the boundary tokens as context only."""
+    context = tokenizer.encode(boundary)
+    if len(context) < 1:
+        raise ValueError(f"document boundary {boundary!r} encodes to no tokens")
+    ids = np.concatenate([context, tokenizer.encode(text)]).astype(np.int64)
+    return torch.from_numpy(ids), len(context)
+
+
+@torch.no_grad()
+def rolling_nll(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
+                batch_size: int = 32) -> tuple[float, int]:
+    """Summed negative log-likelihood (nats, float64) of ids[n_context:] and how many tokens that is.
+
+    ids[:n_context] is context only; every later token is a target. Targets are scored in
+    non-overlapping windows of ``seq_len``: the window whose first target is at position s reads
+    inputs ids[s-1 : s-1+L] and predicts ids[s : s+L] (the last window may be shorter).
+    """
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+    if not 1 <= n_context <= len(ids):
+        raise ValueError(f"n_context must be in [1, {len(ids)}], got {n_context}")
+    n = len(ids)
+    starts = range(n_context, n, seq_len)
+    full = [s for s in starts if s + seq_len <= n]
+    short = [s for s in starts if s + seq_len > n]  # at most one: the tail
+    total, count = 0.0, 0
+    offsets = torch.arange(seq_len + 1)
+    for i in range(0, len(full), batch_size):
+        first = torch.tensor(full[i:i + batch_size]) - 1
+        window = ids[first[:, None] + offsets].to(device)
+        lp = model.target_logprobs(window[:, :-1], window[:, 1:])
+        total -= lp.double().sum().item()
+        count += lp.numel()
+    for s in short:
+        window = ids[s - 1:n][None].to(device)
+        lp = model.target_logprobs(window[:, :-1], window[:, 1:])
+        total -= lp.double().sum().item()
+        count += lp.numel()
+    return total, count
+
+
+@torch.no_grad()
+def continuation_scores(model, requests: list[tuple[torch.Tensor, int]], seq_len: int, device,
+                        batch_size: int = 32) -> list[tuple[float, bool]]:
+    """For each (ids, n_context): (sum of log p over ids[n_context:] in float64, is_greedy).
+
+    is_greedy: every continuation token is the argmax of the model's next-token distribution
+    (``next_token_logprobs``). A continuation longer than ``seq_len`` is scored in chunks of ``seq_len``
+    targets, each chunk reading the ``seq_len`` tokens right before its last target, so every prediction
+    sees the most context the window allows. Windows of all requests are batched longest first and
+    right-padded (harmless for causal models).
+    """
+    windows = []  # (request, inputs, targets, how many of the last targets are scored)
+    for r, (ids, n_context) in enumerate(requests):
+        if not 1 <= n_context <= len(ids):
+            raise ValueError(f"n_context must be in [1, {len(ids)}], got {n_context}")
+        n = len(ids)
+        for s in range(n_context, n, seq_len):
+            e = min(s + seq_len, n)
+            lo = max(0, e - 1 - seq_len)
+            windows.append((r, ids[lo:e - 1], ids[lo + 1:e], e - s))
+    logprob = [0.0] * len(requests)
+    greedy = [True] * len(requests)
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i][1]))
+    for b in range(0, len(order), batch_size):
+        chunk = [windows[i] for i in order[b:b + batch_size]]
+        x = torch.zeros(len(chunk), len(chunk[0][1]), dtype=torch.long)
+        for row, (_, inputs, _, _) in enumerate(chunk):
+            x[row, :len(inputs)] = inputs
+        lp = model.next_token_logprobs(x.to(device))
+        for row, (r, inputs, targets, k) in enumerate(chunk):
+            m = len(inputs)
+            dist = lp[row, m - k:m]
+            tgt = targets[m - k:].to(dist.device)
+            logprob[r] += dist.gather(-1, tgt[:, None]).double().sum().item()
+            greedy[r] = greedy[r] and bool((dist.argmax(-1) == tgt).all())
+    return list(zip(logprob, greedy))
