@@ -29,7 +29,7 @@ INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 MAX_PREFLIGHT_JOBS = 512
 
-_state: dict[str, Any] = {"records": [], "results_dirs": set(), "user_errors": []}
+_state: dict[str, Any] = {"results_dirs": set(), "user_errors": []}
 
 
 def group_options(group: str) -> list[str]:
@@ -134,12 +134,10 @@ def _hydra_job(cfg: DictConfig) -> None:
         overrides, single = [], True
     _state["results_dirs"].add(conf["results_dir"])
     try:
-        rec = run_one(conf, overrides, single=single)
+        run_one(conf, overrides, single=single)
     except UserError as e:  # found only once the job reads its data: no record, one line
         print(f"error: {e}", file=sys.stderr)
         _state["user_errors"].append(str(e))
-        return
-    _state["records"].append(rec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {path}")
     if _state["user_errors"]:
         return UserError.exit_code
-    statuses = [r["status"] for r in _state["records"]]
-    return 1 if "failed" in statuses else 0
+    # read outcomes from disk: with a process-pool launcher (joblib, submitit) jobs share no memory
+    from harness.records import read_record, record_path, run_key
+
+    statuses = [(read_record(record_path(c["results_dir"], run_key(c))) or {}).get("status") for c in confs]
+    return 1 if "failed" in statuses or None in statuses else 0
 
 
 if __name__ == "__main__":
