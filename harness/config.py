@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from archs import get_arch
 from archs.attention import BACKENDS
+from harness import checkpoints
 from harness.errors import UserError
 from harness.hardware import DEVICES
 from tasks import task_kind
@@ -17,6 +18,7 @@ NON_NEGATIVE_INTS = ("eval_every",)
 OPTIONAL_POSITIVE = {"max_steps": int, "max_tokens": int, "max_seconds": float}
 POSITIVE_FLOATS = ("lr", "grad_clip")
 UNIT_FLOATS = ("min_lr_ratio",)
+PLAN_MODES = ("auto", "always")
 
 
 def _is_int(v) -> bool:
@@ -37,6 +39,12 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
         raise UserError(f"unknown device '{conf['device']}'; valid: {', '.join(DEVICES)}")
     if conf["attention"] not in BACKENDS:
         raise UserError(f"unknown attention backend '{conf['attention']}'; valid: {', '.join(BACKENDS)}")
+    if conf.get("plan", "auto") not in PLAN_MODES:
+        raise UserError(f"unknown plan '{conf['plan']}'; valid: {', '.join(PLAN_MODES)}")
+    if not isinstance(conf.get("checkpoint", False), bool):
+        raise UserError(f"checkpoint must be true or false, got {conf['checkpoint']!r}")
+    if conf.get("init_from"):
+        checkpoints.check(str(conf["init_from"]), conf["arch"]["name"])
     if not _is_int(conf["seed"]):
         raise UserError(f"seed must be an integer, got {conf['seed']!r}")
     _validate_train(conf["train"])
