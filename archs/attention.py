@@ -106,15 +106,19 @@ def attend(
     if backend == "sdpa":
         return _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
     if backend == "xformers":
+        if q.device.type == "meta":  # planning: xformers has no meta kernels; sdpa's fused path saves the same
+            return _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
         return _xformers_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
     raise UserError(f"unknown attention backend '{backend}'; valid: {', '.join(RUNNABLE)}")
 
 
 def attention_weights(q, k, *, causal=False, key_padding_mask=None, scale=None) -> torch.Tensor:
-    """The softmax matrix of the math backend (fp32, (B, H, Tq, Tk)); a row with no visible key is zero."""
+    """The softmax matrix of the math backend ((B, H, Tq, Tk), in fp32 or wider); a row with no
+    visible key is zero."""
     scale = 1.0 / _math.sqrt(q.shape[-1]) if scale is None else scale
     tq, tk = q.shape[-2], k.shape[-2]
-    scores = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
+    acc = _accumulation_dtype(q.dtype)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q.to(acc), k.to(acc)) * scale
     mask = build_mask(tq, tk, causal, key_padding_mask, q.device)
     if mask is None:
         return torch.softmax(scores, dim=-1)
@@ -125,11 +129,29 @@ def attention_weights(q, k, *, causal=False, key_padding_mask=None, scale=None) 
     return weights * visible
 
 
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for fp16/bf16/fp32 inputs, float64 for float64 (gradcheck)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _math_attention(q, k, v, causal, key_padding_mask, dropout_p, scale):
     weights = attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
-    return torch.einsum("bhqk,bhkd->bhqd", weights, v.float()).to(q.dtype)
+    return torch.einsum("bhqk,bhkd->bhqd", weights, v.to(weights.dtype)).to(q.dtype)
+
+
+def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    if q.device.type != "meta":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              is_causal=is_causal, scale=scale)
+    # Planning (harness/plan.py) runs models on the meta device, where sdpa falls back to its math
+    # decomposition and would save a T x T weight matrix that no fused kernel keeps. Call the fused
+    # CPU kernel's meta function instead: it saves what fused kernels save (q, k, v, out, logsumexp).
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~attn_mask, float("-inf"))
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
 
 def _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale):
@@ -137,13 +159,12 @@ def _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale):
     if key_padding_mask is None and (not causal or tq == tk or tq == 1):
         # torch's is_causal is aligned at the start; it equals ours when Tq == Tk, and a single
         # query at the end sees every key
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal and tq == tk,
-                                              scale=scale)
+        return _sdpa(q, k, v, dropout_p=dropout_p, is_causal=causal and tq == tk, scale=scale)
     mask = build_mask(tq, tk, causal, key_padding_mask, q.device)
     if not _may_have_empty_rows(tq, tk, causal, key_padding_mask):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        return _sdpa(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     mask, visible = _without_empty_rows(mask)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    out = _sdpa(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     return out.masked_fill(~visible, 0.0)
 
 
