@@ -40,6 +40,7 @@ import torch
 
 from archs.interface import matmul_params
 from harness import hardware
+from harness.train import make_optimizer
 
 HEADROOM = 0.9  # the plan fits when it needs at most this share of the available memory
 BLOCK_FLOP_CAP = 2e11  # at most this many FLOPs per timed block pass (~2 s on a 100 GFLOP/s CPU)
@@ -188,7 +189,7 @@ def time_block(model, tcfg, device: torch.device, dtype: torch.dtype, available:
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)
-    opt = torch.optim.AdamW(block.parameters(), lr=1e-4)
+    opt = make_optimizer(block, tcfg)  # the engine's optimizer, as the run would step it
     opt_times = []
     for i in range(1 + TIMED_REPEATS):
         _sync(device)

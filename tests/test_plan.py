@@ -150,7 +150,8 @@ def test_plan_always_estimates_even_when_it_fits(corpus, tmp_path, memory):
 def test_timed_batch_is_cut_to_the_flop_cap(monkeypatch):
     monkeypatch.setattr(planning, "BLOCK_FLOP_CAP", 1.0)
     model = GPT(replace(ARCHS["gpt"].sizes["tiny"], vocab_size=50, block_size=16))
-    out = planning.time_block(model, {"batch_size": 8, "seq_len": 16}, torch.device("cpu"), torch.float32, None)
+    tcfg = compose()["train"] | {"batch_size": 8, "seq_len": 16}
+    out = planning.time_block(model, tcfg, torch.device("cpu"), torch.float32, None)
     assert out["timed_batch"] == 1 and len(out["block_seconds_all"]) == planning.TIMED_REPEATS
 
 
