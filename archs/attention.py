@@ -16,6 +16,7 @@ Backends:
 """
 from __future__ import annotations
 
+import functools
 import math as _math
 
 import torch
@@ -66,10 +67,21 @@ def xformers_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str
         return f"xformers memory-efficient attention needs a CUDA device (this run is on {device.type})"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"xformers memory-efficient attention runs in fp16/bf16 here, not {dtype}"
+    return _xformers_probe(str(device), dtype)
+
+
+@functools.cache
+def _xformers_probe(device: str, dtype: torch.dtype) -> str | None:
+    """Import xformers (lazily: only here) and run one tiny call, since a wheel built for another
+    torch or CUDA imports fine and fails only when its kernels are called."""
     try:
-        import xformers.ops  # noqa: F401  (lazy: only when xformers is asked for)
+        import xformers.ops as xops
+
+        x = torch.zeros(1, 8, 1, 8, device=device, dtype=dtype)
+        xops.memory_efficient_attention(x, x, x)
     except Exception as e:  # pragma: no cover - depends on the install
-        return f"xformers does not import ({type(e).__name__}: {e})"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"xformers memory_efficient_attention does not run ({type(e).__name__}: {first})"
     return None
 
 

@@ -139,7 +139,7 @@ class MaskedLM(Task):
         if max_examples is not None:
             starts = starts[:max_examples]
         g = torch.Generator().manual_seed(EVAL_SEED)
-        nll = correct = count = nsp_correct = nsp_count = 0.0
+        nll = correct = count = nsp_nll = nsp_correct = nsp_count = 0.0
         for i in range(0, len(starts), batch_size):
             batch = self._mask(self._examples(stream, starts[i:i + batch_size], seq_len, g), g)
             b, logits, nsp_logits = self._forward(model, batch, device)
@@ -150,25 +150,29 @@ class MaskedLM(Task):
             correct += (logits.argmax(-1) == b["labels"])[scored].sum().item()
             count += scored.sum().item()
             if nsp_logits is not None:
+                nsp_nll += F.cross_entropy(nsp_logits.float(), b["nsp"], reduction="sum").item()
                 nsp_correct += (nsp_logits.argmax(-1) == b["nsp"]).sum().item()
                 nsp_count += len(b["nsp"])
-        return nll, correct, count, nsp_correct, nsp_count
+        return {"nll": nll, "correct": correct, "count": count, "nsp_nll": nsp_nll, "nsp_correct": nsp_correct,
+                "nsp_count": nsp_count}
 
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
         was_training = getattr(model, "training", False)
         model.eval()
-        nll, _, count, _, _ = self._score(model, "validation", device, seq_len, max_examples=max_batches * 32)
+        r = self._score(model, "validation", device, seq_len, max_examples=max_batches * 32)
         if was_training:
             model.train()
-        return nll / count
+        # the training objective: masked-token cross-entropy (+ next-sentence cross-entropy)
+        return r["nll"] / r["count"] + (r["nsp_nll"] / r["nsp_count"] if r["nsp_count"] else 0.0)
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
         model.eval()
-        nll, correct, count, nsp_correct, nsp_count = self._score(model, "test", device, seq_len, max_examples=None)
-        out = {"mlm_loss": nll / count, "mlm_perplexity": math.exp(nll / count),
-               "mlm_accuracy": correct / count, "masked_tokens": int(count)}
-        if nsp_count:
-            out["nsp_accuracy"] = nsp_correct / nsp_count
+        r = self._score(model, "test", device, seq_len, max_examples=None)
+        out = {"mlm_loss": r["nll"] / r["count"], "mlm_perplexity": math.exp(r["nll"] / r["count"]),
+               "mlm_accuracy": r["correct"] / r["count"], "masked_tokens": int(r["count"])}
+        if r["nsp_count"]:
+            out["nsp_loss"] = r["nsp_nll"] / r["nsp_count"]
+            out["nsp_accuracy"] = r["nsp_correct"] / r["nsp_count"]
         return out
 
     def data_info(self) -> dict[str, Any]:

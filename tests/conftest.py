@@ -10,6 +10,14 @@ settings.register_profile("dev", deadline=None, max_examples=30)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+def pytest_configure(config):
+    # Tests use tiny tensors: one thread does them as fast, and avoids OpenMP barrier stalls (100x
+    # slowdowns measured) when the CPUs are shared with other jobs.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

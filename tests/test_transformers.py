@@ -301,6 +301,21 @@ def test_mlm_next_sentence_pairs(corpus):
     assert 0.4 < batch["nsp"].float().mean().item() < 0.6
 
 
+def test_mlm_evaluation_is_fixed_and_validation_matches_the_training_objective(corpus):
+    task = MaskedLM(mlm_cfg(corpus, next_sentence=True))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(n_layer=1, n_head=2, d_model=16, vocab_size=task.tokenizer.vocab_size,
+                                       max_positions=24), next_sentence=True)
+    cpu = torch.device("cpu")
+    a, b = task.evaluate(model, cpu, 24), task.evaluate(model, cpu, 24)
+    assert a == b and {"mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"} <= set(a)
+    val = task.validation_loss(model, cpu, 24, max_batches=1000)
+    r = task._score(model, "validation", cpu, 24, max_examples=32000)
+    assert r["nsp_count"] > 0 and val == pytest.approx(r["nll"] / r["count"] + r["nsp_nll"] / r["nsp_count"])
+    loss, n = task.loss(model, next(task.train_batches(4, 24, torch.Generator().manual_seed(0))), cpu)
+    assert n == 4 * 24 and torch.isfinite(loss)
+
+
 def compose(*overrides) -> dict:
     return OmegaConf.to_container(_compose(list(overrides)), resolve=True)
 
