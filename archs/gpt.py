@@ -112,6 +112,11 @@ class GPT(NeuralLM):
             cache.advance(t)
         return self.lm_head(self.ln_f(x))
 
+    @property
+    def recomputes_layers(self) -> bool:
+        """Activation checkpointing is on (harness/plan.py counts one recomputed layer for it)."""
+        return self.cfg.activation_checkpointing
+
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         c = self.cfg
         p = self.tok_emb.weight

@@ -8,8 +8,9 @@ memory plan for the configured batch, sequence length, precision and optimizer:
   optimizer   AdamW: exp_avg and exp_avg_sq per trainable parameter, the parameter's dtype
   activations the bytes autograd saves for backward in one training forward + loss, counted
               exactly by running the task's loss on the meta model (each storage once, parameters
-              excluded); under bf16 autocast float32 tensors are counted at 2 bytes and the bf16
-              copies of matmul weights are added (an approximation)
+              excluded), plus one layer's worth when the model recomputes layers in backward
+              (activation checkpointing); under bf16 autocast float32 tensors are counted at 2 bytes
+              and the bf16 copies of matmul weights are added (an approximation)
 
 It fits when the total is at most ``HEADROOM`` of the memory available now (/proc/meminfo
 MemAvailable on CPU, torch.cuda.mem_get_info on GPU); allocator fragmentation and transient
@@ -108,6 +109,11 @@ def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int) -> 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         task.loss(model, batch, meta)
+        if getattr(model, "recomputes_layers", False) and hasattr(model, "planning_block"):
+            # activation checkpointing keeps only each layer's input; while a layer is recomputed
+            # in backward its full activations exist once more: count one layer's worth
+            pb = model.planning_block()
+            pb.module(**pb.make_inputs(int(tcfg["batch_size"]), int(tcfg["seq_len"]), meta))
     if dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
         total += int(matmul_params(model) * torch.finfo(dtype).bits / 8)
     return total

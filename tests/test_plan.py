@@ -99,6 +99,19 @@ def test_meta_activation_count_equals_a_real_count(corpus):
     assert total > 0 and 0 <= total - p.record["memory"]["activations_bytes"] <= 3 * 8
 
 
+def test_activation_checkpointing_plans_layer_inputs_plus_one_recomputed_layer(corpus):
+    task = lm_task(corpus)
+    tcfg = {"batch_size": 2, "seq_len": 32}
+    spec = task.spec(32)
+    acts = {}
+    for ckpt in (False, True):
+        hp = replace(ARCHS["gpt"].sizes["tiny"], n_layer=6, activation_checkpointing=ckpt)
+        p = planning.plan_memory(ARCHS["gpt"], task, hp, spec, tcfg, torch.device("cpu"), torch.float32, 0)
+        acts[ckpt] = p.record["memory"]["activations_bytes"]
+    layer_input = 2 * 32 * 128 * 4
+    assert 6 * layer_input < acts[True] < acts[False] / 2
+
+
 def test_run_that_does_not_fit_is_planned_and_never_built_for_real(corpus, tmp_path, memory, monkeypatch):
     memory.bytes = 1024  # nothing fits
     devices = []
