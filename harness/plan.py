@@ -41,6 +41,7 @@ import torch
 
 from archs.interface import matmul_params
 from harness import hardware
+from harness.errors import UserError
 from harness.train import make_optimizer
 
 HEADROOM = 0.9  # the plan fits when it needs at most this share of the available memory
@@ -128,6 +129,8 @@ def plan_memory(arch_spec, task, hp, spec, tcfg, device: torch.device, dtype: to
     optimizer = ADAMW_STATES * grads
     try:
         activations, act_note = saved_activation_bytes(model, task, tcfg, dtype, seed), "counted on the meta device"
+    except UserError:  # the task found a mistake in the config (e.g. seq_len too short): one line, exit 2
+        raise
     except Exception as e:  # an op without a meta kernel: plan without activations, and say so
         activations, act_note = None, f"not counted: the meta forward failed ({type(e).__name__}: {e})"
     total = weights + grads + optimizer + (activations or 0)
