@@ -160,6 +160,32 @@ def test_backends_give_the_same_gpt():
         torch.testing.assert_close(other(idx), ref(idx), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_attention_dropout_is_unbiased_and_off_in_eval(backend):
+    from archs.attention import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
+    ref = attend(q, k, v, causal=True, backend=backend)
+    draws = torch.stack([attend(q, k, v, causal=True, dropout_p=0.3, backend=backend) for _ in range(2000)])
+    assert not torch.allclose(draws[0], ref)
+    torch.testing.assert_close(draws.mean(0), ref, atol=0.06, rtol=0)  # E[dropout(w)] = w
+    model = GPT(_tiny_gpt(dropout=0.5, attention=backend)).eval()
+    idx = torch.randint(0, 23, (1, 12))
+    assert torch.equal(model(idx), model(idx))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpt_bf16_on_cuda_with_xformers_matches_math():
+    torch.manual_seed(0)
+    idx = torch.randint(0, 23, (2, 12), device="cuda")
+    ref = GPT(_tiny_gpt(attention="math", positions="rope")).cuda().eval()
+    fast = GPT(_tiny_gpt(attention="xformers", positions="rope")).cuda().eval()
+    fast.load_state_dict(ref.state_dict())
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        torch.testing.assert_close(fast(idx).float(), ref(idx).float(), atol=5e-2, rtol=5e-2)
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     idx = torch.randint(0, 23, (2, 12))
@@ -327,7 +353,7 @@ def test_mlm_pretrain_then_classification_finetune_from_its_checkpoint(corpus, t
     conf = compose(*common, "task=mlm", "task.source=files", f"task.path={corpus}", "task.next_sentence=true",
                    "checkpoint=true")
     rec = run_one(conf)
-    assert rec["status"] == "ok" and rec["kind"] == "mlm"
+    assert rec["status"] == "ok" and rec["kind"] == "mlm" and rec["attention_backend"] == "sdpa"  # auto on a CPU
     assert {"mlm_loss", "mlm_accuracy", "nsp_accuracy"} <= set(rec["metrics"])
     path = checkpoints.checkpoint_path(tmp_path, rec["run_key"])
     assert rec["checkpoint"] == str(path) and path.is_file()
