@@ -4,7 +4,7 @@ Every architecture family is one file in this package that calls ``register_arch
 package imports every module in it, so adding a file is all it takes to register an arch (the
 fairseq pattern, without its global mutable defaults).
 
-An arch declares the task kinds it can serve ("lm", "seq2seq", "classify"), its size ladder (a dict
+An arch declares the task kinds it can serve ("lm", "seq2seq", "classify", "mlm"), its size ladder (a dict
 of preset name -> dataclass of hyperparameters, readable top to bottom in the arch's file) and a
 ``build(kind, hparams, task_spec)`` function. The engine never special-cases an arch.
 """
@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from harness.errors import UserError
 
-KINDS = ("lm", "seq2seq", "classify")
+KINDS = ("lm", "seq2seq", "classify", "mlm")  # mlm: masked-LM pretraining (BERT), see interface.py
 
 
 @dataclass(frozen=True)

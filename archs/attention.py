@@ -1,9 +1,12 @@
-"""One attention function for every Transformer arch, with interchangeable backends.
+"""One attention function and one attention module for every Transformer arch, with
+interchangeable backends.
 
 Convention (the only one in the project):
-  q: (B, H, Tq, D), k and v: (B, H, Tk, D)
+  q: (B, H, Tq, D), k and v: (B, H, Tk, D)   (v may have its own last dim)
   causal: query i may see key j iff j <= i + (Tk - Tq)   (aligned at the end, so a KV cache works)
   key_padding_mask: (B, Tk) bool, True where the key is a real token (False = padding, never seen)
+  A query that sees no key at all (every key padded, or causal with Tq > Tk) gets a zero output and
+  zero gradient on every backend.
 
 Backends:
   math     explicit softmax(q k^T * scale + mask) v, accumulated in fp32: the test oracle
@@ -13,15 +16,21 @@ Backends:
 """
 from __future__ import annotations
 
+import functools
 import math as _math
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from harness.errors import UserError
 
 BACKENDS = ("auto", "math", "sdpa", "xformers")
+RUNNABLE = ("math", "sdpa", "xformers")
 
+
+# ----------------------------------------------------------------------------- masks
 
 def build_mask(tq: int, tk: int, causal: bool, key_padding_mask: torch.Tensor | None, device) -> torch.Tensor | None:
     """Boolean (B or 1, 1, Tq, Tk) mask, True = may attend; None when nothing is masked."""
@@ -36,16 +45,43 @@ def build_mask(tq: int, tk: int, causal: bool, key_padding_mask: torch.Tensor | 
     return mask
 
 
+def _may_have_empty_rows(tq: int, tk: int, causal: bool, key_padding_mask) -> bool:
+    """Whether some query might see no key (known without reading the mask, so no device sync)."""
+    return key_padding_mask is not None or (causal and tq > tk)
+
+
+def _without_empty_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask where every empty row is opened up, (.., Tq, 1) bool: the row had a visible key).
+
+    Kernels return NaN (or garbage) for a row with no visible key; opening the row keeps every kernel
+    finite and the caller zeroes that row's output afterwards, so all backends agree on zeros."""
+    visible = mask.any(dim=-1, keepdim=True)
+    return mask | ~visible, visible
+
+
+# ----------------------------------------------------------------------------- backend choice
+
 def xformers_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why xformers memory-efficient attention cannot run here, or None when it can."""
     if device.type != "cuda":
         return f"xformers memory-efficient attention needs a CUDA device (this run is on {device.type})"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"xformers memory-efficient attention runs in fp16/bf16 here, not {dtype}"
+    return _xformers_probe(str(device), dtype)
+
+
+@functools.cache
+def _xformers_probe(device: str, dtype: torch.dtype) -> str | None:
+    """Import xformers (lazily: only here) and run one tiny call, since a wheel built for another
+    torch or CUDA imports fine and fails only when its kernels are called."""
     try:
-        import xformers.ops  # noqa: F401  (lazy: only when xformers is asked for)
+        import xformers.ops as xops
+
+        x = torch.zeros(1, 8, 1, 8, device=device, dtype=dtype)
+        xops.memory_efficient_attention(x, x, x)
     except Exception as e:  # pragma: no cover - depends on the install
-        return f"xformers does not import ({type(e).__name__}: {e})"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"xformers memory_efficient_attention does not run ({type(e).__name__}: {first})"
     return None
 
 
@@ -62,6 +98,8 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return name
 
 
+# ----------------------------------------------------------------------------- the function
+
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -73,56 +111,190 @@ def attend(
     scale: float | None = None,
     backend: str = "sdpa",
 ) -> torch.Tensor:
-    tq, tk = q.shape[-2], k.shape[-2]
+    """softmax(q k^T * scale, masked) v over (B, H, T, D) tensors; see the module docstring."""
     scale = 1.0 / _math.sqrt(q.shape[-1]) if scale is None else scale
     if backend == "math":
         return _math_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
     if backend == "sdpa":
-        if key_padding_mask is None and (not causal or tq == tk):
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
-        mask = build_mask(tq, tk, causal, key_padding_mask, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        return _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
     if backend == "xformers":
+        if q.device.type == "meta":  # planning: xformers has no meta kernels; sdpa's fused path saves the same
+            return _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
         return _xformers_attention(q, k, v, causal, key_padding_mask, dropout_p, scale)
-    raise UserError(f"unknown attention backend '{backend}'; valid: math, sdpa, xformers")
+    raise UserError(f"unknown attention backend '{backend}'; valid: {', '.join(RUNNABLE)}")
 
 
 def attention_weights(q, k, *, causal=False, key_padding_mask=None, scale=None) -> torch.Tensor:
-    """The softmax matrix the math backend uses (fp32); rows with no visible key are all zero."""
+    """The softmax matrix of the math backend ((B, H, Tq, Tk), in fp32 or wider); a row with no
+    visible key is zero."""
     scale = 1.0 / _math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
-    mask = build_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask, q.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    return torch.nan_to_num(weights, nan=0.0)  # a fully masked row sees nothing
+    tq, tk = q.shape[-2], k.shape[-2]
+    acc = _accumulation_dtype(q.dtype)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q.to(acc), k.to(acc)) * scale
+    mask = build_mask(tq, tk, causal, key_padding_mask, q.device)
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    if not _may_have_empty_rows(tq, tk, causal, key_padding_mask):
+        return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    mask, visible = _without_empty_rows(mask)
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return weights * visible
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for fp16/bf16/fp32 inputs, float64 for float64 (gradcheck)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def _math_attention(q, k, v, causal, key_padding_mask, dropout_p, scale):
     weights = attention_weights(q, k, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
-    return torch.einsum("bhqk,bhkd->bhqd", weights, v.float()).to(q.dtype)
+    return torch.einsum("bhqk,bhkd->bhqd", weights, v.to(weights.dtype)).to(q.dtype)
+
+
+def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    if q.device.type != "meta":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                              is_causal=is_causal, scale=scale)
+    # Planning (harness/plan.py) runs models on the meta device, where sdpa falls back to its math
+    # decomposition and would save a T x T weight matrix that no fused kernel keeps. Call the fused
+    # CPU kernel's meta function instead: it saves what fused kernels save (q, k, v, out, logsumexp).
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(~attn_mask, float("-inf"))
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+
+def _sdpa_attention(q, k, v, causal, key_padding_mask, dropout_p, scale):
+    tq, tk = q.shape[-2], k.shape[-2]
+    if key_padding_mask is None and (not causal or tq == tk or tq == 1):
+        # torch's is_causal is aligned at the start; it equals ours when Tq == Tk, and a single
+        # query at the end sees every key
+        return _sdpa(q, k, v, dropout_p=dropout_p, is_causal=causal and tq == tk, scale=scale)
+    mask = build_mask(tq, tk, causal, key_padding_mask, q.device)
+    if not _may_have_empty_rows(tq, tk, causal, key_padding_mask):
+        return _sdpa(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    mask, visible = _without_empty_rows(mask)
+    out = _sdpa(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return out.masked_fill(~visible, 0.0)
 
 
 def _xformers_attention(q, k, v, causal, key_padding_mask, dropout_p, scale):
     import xformers.ops as xops  # lazy: CUDA only
+    from xformers.ops import fmha
 
-    # xformers wants (B, T, H, D)
-    q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
-    bias = None
-    mask = build_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask, q.device)
-    if mask is not None:
-        if key_padding_mask is None and q.shape[-2] == k.shape[-2]:
-            bias = xops.LowerTriangularMask()
-        else:
-            # additive bias; xformers needs the last dim's storage aligned to 8 elements
-            tk = k.shape[-2]
-            pad_tk = (tk + 7) // 8 * 8
-            shape = (q.shape[0], q.shape[1], q.shape[-2], pad_tk)
-            full = torch.zeros(shape, dtype=q.dtype, device=q.device)
-            blocked = torch.tensor(float("-inf"), dtype=q.dtype, device=q.device)
-            full[..., :tk] = torch.where(mask, torch.zeros((), dtype=q.dtype, device=q.device), blocked)
-            bias = full[..., :tk]
+    tq, tk = q.shape[-2], k.shape[-2]
+    q_, k_, v_ = (rearrange(t, "b h t d -> b t h d") for t in (q, k, v))  # xformers wants (B, T, H, D)
+    visible = None
+    if key_padding_mask is None and not causal:
+        bias = None
+    elif key_padding_mask is None and tq <= tk:
+        bias = fmha.attn_bias.LowerTriangularFromBottomRightMask()  # our end-aligned causal mask
+    else:
+        mask = build_mask(tq, tk, causal, key_padding_mask, q.device)
+        mask, visible = _without_empty_rows(mask)
+        # additive bias of q's dtype; xformers wants the key dim's storage aligned to 8 elements
+        pad_tk = (tk + 7) // 8 * 8
+        storage = torch.zeros(q.shape[0], q.shape[1], tq, pad_tk, dtype=q.dtype, device=q.device)
+        bias = storage[..., :tk]
+        bias.masked_fill_(~mask, float("-inf"))
     out = xops.memory_efficient_attention(q_, k_, v_, attn_bias=bias, p=dropout_p, scale=scale)
-    return out.transpose(1, 2)
+    out = rearrange(out, "b t h d -> b h t d")
+    return out if visible is None else out.masked_fill(~visible, 0.0)
+
+
+# ----------------------------------------------------------------------------- rotary positions
+
+class RotaryEmbedding(nn.Module):
+    """RoPE (Su et al. 2021) in the rotate-half layout of GPT-NeoX / Llama: cos and sin tables for
+    positions [0, max_len), sliced per call so a KV cache can start at any offset."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)  # (max_len, head_dim)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + length > self.cos.shape[0]:
+            raise ValueError(f"positions up to {start + length} exceed the RoPE table of {self.cos.shape[0]}")
+        return self.cos[start:start + length], self.sin[start:start + length]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) by the (T, D) tables."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+class KVCache:
+    """Per-layer key/value buffers for incremental decoding, preallocated to ``max_len`` positions.
+
+    ``pos`` is how many positions are filled; a model call with T new tokens writes them at
+    [pos, pos + T) in every layer and then advances ``pos`` once (``advance``)."""
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
+                 *, dtype: torch.dtype, device):
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.max_len = max_len
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.pos + k.shape[-2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {end} needed")
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+
+# ----------------------------------------------------------------------------- the module
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention shared by GPT, BERT and the encoder-decoder Transformer.
+
+    Self-attention projects q, k, v with one fused matrix; cross-attention (``cross=True``) projects
+    q from x and k, v from ``memory`` with a fused (2d) matrix. Parameter counts equal separate
+    q/k/v projections, so published totals (GPT-2, BERT, Llama) are matched exactly."""
+
+    def __init__(self, d_model: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
+                 backend: str = "sdpa", cross: bool = False):
+        super().__init__()
+        if d_model % n_head:
+            raise UserError(f"n_head={n_head} does not divide d_model={d_model}; pick a divisor of d_model")
+        self.n_head, self.cross, self.backend, self.dropout = n_head, cross, backend, dropout
+        if cross:
+            self.q = nn.Linear(d_model, d_model, bias=bias)
+            self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None, causal: bool = False,
+                key_padding_mask: torch.Tensor | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        if self.cross:
+            q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.n_head)
+            k, v = rearrange(self.kv(memory), "b t (two h d) -> two b h t d", two=2, h=self.n_head)
+        else:
+            q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+        y = attend(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                   dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
+        return self.proj(rearrange(y, "b h t d -> b t (h d)"))

@@ -1,20 +1,27 @@
-"""GPT: a decoder-only Transformer, read top to bottom (nanoGPT's shape).
+"""GPT: a decoder-only Transformer, read top to bottom (nanoGPT's shape), from GPT-2 small to the
+Llama-2-7B shape on one set of switches: norm (LayerNorm / RMSNorm), MLP (GELU / SwiGLU), positions
+(learned / RoPE), tied or untied embeddings. Attention goes through archs/attention.py, so every
+backend (math / sdpa / xformers) serves the same model; a KV cache serves generation.
 
-Size ladder: one base config, a few lines per size. Attention goes through archs/attention.py so
-every backend (math / sdpa / xformers) serves the same model.
+The vocabulary and context length of a run come from its task (the tokenizer and train.seq_len);
+the presets' own values describe the published model and are what the parameter-count tests build.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from einops import rearrange
+from torch.utils.checkpoint import checkpoint
 
 from archs import TaskSpec, register_arch
-from archs.attention import attend
-from archs.interface import NeuralLM, matmul_params
+from archs.attention import KVCache, RotaryEmbedding
+from archs.interface import NeuralLM, PlanningBlock, matmul_params
+from archs.transformer_layers import (MLPS, NORMS, TransformerLayer, attention_flops_per_token,
+                                      init_gpt2_style, make_norm)
+from harness.errors import UserError
+
+POSITIONS = ("learned", "rope")
 
 
 @dataclass(frozen=True)
@@ -27,105 +34,142 @@ class GPTConfig:
     block_size: int | None = None  # None -> the task's context length
     dropout: float = 0.0
     bias: bool = True
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # gelu | swiglu
+    positions: str = "learned"  # learned | rope
+    rope_base: float = 10000.0
     tie_embeddings: bool = True
-    attention: str = "sdpa"
+    activation_checkpointing: bool = False  # recompute each layer in backward: memory for time
+    attention: str = "sdpa"  # set per run from the top-level `attention` key (harness/run.py)
 
+    def __post_init__(self):
+        if self.d_model % self.n_head:
+            raise UserError(f"gpt: n_head={self.n_head} does not divide d_model={self.d_model}; "
+                            "pick n_head among the divisors of d_model")
+        for key, value, valid in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
+                                  ("positions", self.positions, POSITIONS)):
+            if value not in valid:
+                raise UserError(f"gpt: unknown {key} '{value}'; valid: {', '.join(valid)}")
+        if self.positions == "rope" and (self.d_model // self.n_head) % 2:
+            raise UserError(f"gpt: positions=rope needs an even head dim, got d_model/n_head = "
+                            f"{self.d_model // self.n_head}")
+
+
+_GPT2 = dict(vocab_size=50257, block_size=1024)  # GPT-2 (Radford et al. 2019): LayerNorm, GELU, learned, tied
+_LLAMA = dict(norm="rmsnorm", mlp="swiglu", positions="rope", bias=False, tie_embeddings=False)
 
 SIZES = {
     "tiny": GPTConfig(n_layer=2, n_head=4, d_model=128),
-    "small": GPTConfig(n_layer=12, n_head=12, d_model=768, vocab_size=50257, block_size=1024),  # GPT-2 124M
+    "small": GPTConfig(n_layer=12, n_head=12, d_model=768, **_GPT2),    # GPT-2 124M: 124,439,808 params
+    "medium": GPTConfig(n_layer=24, n_head=16, d_model=1024, **_GPT2),  # GPT-2 350M
+    "large": GPTConfig(n_layer=36, n_head=20, d_model=1280, **_GPT2),   # GPT-2 774M
+    "xl": GPTConfig(n_layer=48, n_head=25, d_model=1600, **_GPT2),      # GPT-2 1.5B
+    "1b": GPTConfig(n_layer=24, n_head=16, d_model=2048, vocab_size=50257, block_size=2048),  # GPT-3 XL 1.3B
+    "7b": GPTConfig(n_layer=32, n_head=32, d_model=4096, d_ff=11008, vocab_size=32000, block_size=4096,
+                    **_LLAMA),                                           # Llama-2-7B: 6,738,415,616 params
 }
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.dropout = cfg.dropout
-        self.resid_drop = nn.Dropout(cfg.dropout)
-        self.backend = cfg.attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_head)
-        y = attend(q, k, v, causal=True, dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
-        return self.resid_drop(self.proj(rearrange(y, "b h t d -> b t (h d)")))
-
-
-class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        d_ff = cfg.d_ff or 4 * cfg.d_model
-        self.fc = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
-        self.proj = nn.Linear(d_ff, cfg.d_model, bias=cfg.bias)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x))))
-
-
-class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.mlp = MLP(cfg)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
 
 
 class GPT(NeuralLM):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        if cfg.d_model % cfg.n_head:
-            raise ValueError(f"n_head={cfg.n_head} does not divide d_model={cfg.d_model}")
         self.cfg = cfg
+        d_ff = cfg.d_ff or 4 * cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.positions == "learned" else None
+        self.rope = (RotaryEmbedding(cfg.d_model // cfg.n_head, cfg.block_size, cfg.rope_base)
+                     if cfg.positions == "rope" else None)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.blocks = nn.ModuleList(
+            TransformerLayer(cfg.d_model, cfg.n_head, d_ff, norm=cfg.norm, mlp=cfg.mlp, bias=cfg.bias,
+                             dropout=cfg.dropout, norm_eps=cfg.norm_eps, norm_first=True, backend=cfg.attention)
+            for _ in range(cfg.n_layer))
+        self.ln_f = make_norm(cfg.norm, cfg.d_model, bias=cfg.bias, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        init_gpt2_style(self, cfg.n_layer)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
 
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, V). With a cache, ``idx`` holds the T tokens after the cached ones."""
         t = idx.shape[1]
-        if t > self.cfg.block_size:
-            raise ValueError(f"sequence of {t} tokens is longer than block_size {self.cfg.block_size}")
-        pos = torch.arange(t, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
-        for block in self.blocks:
-            x = block(x)
+        start = cache.pos if cache is not None else 0
+        if start + t > self.cfg.block_size:
+            raise ValueError(f"{start + t} positions exceed block_size {self.cfg.block_size}")
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(start, start + t, device=idx.device))
+        rope = self.rope(start, t) if self.rope is not None else None
+        x = self.drop(x)
+        recompute = self.cfg.activation_checkpointing and self.training and cache is None
+        for i, block in enumerate(self.blocks):
+            if recompute:
+                x = checkpoint(block, x, causal=True, rope=rope, use_reentrant=False)
+            else:
+                x = block(x, causal=True, rope=rope, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(t)
         return self.lm_head(self.ln_f(x))
 
-    def flops_per_token(self, seq_len: int) -> int:
-        """6 * N_matmul + 12 * L * d * T (torchtitan/PaLM): N_matmul counts every Linear weight once,
-        the tied LM head included; the second term is QK^T and AV over the full T x T score matrix."""
+    @property
+    def recomputes_layers(self) -> bool:
+        """Activation checkpointing is on (harness/plan.py counts one recomputed layer for it)."""
+        return self.cfg.activation_checkpointing
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         c = self.cfg
-        return 6 * matmul_params(self) + 12 * c.n_layer * c.d_model * seq_len
+        p = self.tok_emb.weight
+        return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.d_model // c.n_head,
+                       dtype=p.dtype, device=p.device)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled tokens (greedy when temperature == 0) to ``idx`` (B, T)."""
+        total = idx.shape[1] + max_new_tokens
+        if total > self.cfg.block_size:
+            raise ValueError(f"prompt + new tokens = {total} exceed block_size {self.cfg.block_size}")
+        cache = self.new_cache(idx.shape[0], total) if use_cache else None
+        out, step_in = idx, idx
+        for _ in range(max_new_tokens):
+            logits = self(step_in if use_cache else out, cache=cache)[:, -1, :].float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+            out = torch.cat([out, nxt], dim=1)
+            step_in = nxt
+        return out
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """6 * N_matmul + 12 * L * d * T (PaLM appendix B; torchtitan): N_matmul counts every Linear
+        weight once, the LM head included (tied or not); embedding lookups are not matmuls."""
+        c = self.cfg
+        return 6 * matmul_params(self) + attention_flops_per_token(c.n_layer, c.d_model, seq_len)
+
+    def planning_block(self) -> PlanningBlock:
+        c = self.cfg
+        block = self.blocks[0]
+
+        def make_inputs(batch: int, seq_len: int, device) -> dict:
+            x = torch.randn(batch, seq_len, c.d_model, device=device, requires_grad=True)
+            rope = (RotaryEmbedding(c.d_model // c.n_head, seq_len, c.rope_base).to(device)(0, seq_len)
+                    if c.positions == "rope" else None)
+            return {"x": x, "causal": True, "rope": rope}
+
+        return PlanningBlock(block, c.n_layer, make_inputs,
+                             lambda t: 6 * matmul_params(block) + attention_flops_per_token(1, c.d_model, t))
 
 
 @register_arch("gpt", kinds=("lm",), sizes=SIZES,
-               unsupported={"seq2seq": "decoder-only; use arch=transformer", "classify": "no classifier head yet"})
+               unsupported={"seq2seq": "decoder-only; use arch=transformer",
+                            "classify": "decoder-only; use arch=bert or arch=transformer",
+                            "mlm": "causal; masked-LM pretraining needs a bidirectional encoder (arch=bert)"})
 def build(kind: str, hp: GPTConfig, task: TaskSpec) -> GPT:
-    from dataclasses import replace
-
     return GPT(replace(hp, vocab_size=task.vocab_size, block_size=task.max_seq_len))

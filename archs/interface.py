@@ -14,9 +14,17 @@ describe the work). Per kind:
             (B, T, V)`` (teacher-forced, causal over tgt_in), and ``forward(src, src_mask, tgt_in)`` =
             decode(encode(...)). Greedy/beam search is one shared implementation over these calls.
   classify  ``forward(ids, mask) -> logits (B, num_classes)``.
+  mlm       ``forward(ids, mask, token_type_ids=None, next_sentence=False) -> logits (B, T, V)``:
+            bidirectional token logits at every position (masked-LM pretraining). When the task
+            trains sentence pairs it builds the model with ``TaskSpec.num_classes = 2`` and calls
+            with ``next_sentence=True``, which returns (token logits, next-sentence logits (B, 2)).
 
 Masks are bool, shape (B, T), True where the token is real (False = padding), everywhere.
 Special token ids (pad, bos, eos) come in the TaskSpec the model is built with.
+
+Optional for planning (harness/plan.py): ``planning_block() -> PlanningBlock`` names one of the
+model's repeated layers, so a model too big for the machine can be estimated by timing one real
+layer; without it the planner falls back to FLOPs at the measured peak.
 
 Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = True`` and implement
 ``fit(batches)``; the engine calls that instead of running gradient steps.
@@ -24,10 +32,22 @@ Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = T
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class PlanningBlock:
+    """One repeated layer of a model, for timing it alone (harness/plan.py)."""
+
+    module: nn.Module  # the layer, on any device (the planner materializes a copy)
+    count: int  # how many such layers one forward pass runs
+    make_inputs: Callable[[int, int, torch.device], dict[str, Any]]  # (batch, seq_len, device) -> module kwargs
+    flops_per_token: Callable[[int], int]  # training FLOPs per token of one such layer at seq_len
 
 
 class NeuralModel(nn.Module, abc.ABC):

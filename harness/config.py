@@ -2,14 +2,16 @@
 a writable results folder. Each failure is one UserError naming the value and the valid choices."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from typing import Any, Mapping
 
 from archs import get_arch
-from archs.attention import BACKENDS
+from archs.attention import BACKENDS, resolve_backend
+from harness import checkpoints
 from harness.errors import UserError
-from harness.hardware import DEVICES
+from harness.hardware import DEVICES, compute_dtype, resolve_device
 from tasks import task_kind
 
 POSITIVE_INTS = ("batch_size", "seq_len", "warmup_steps", "eval_batches")
@@ -17,6 +19,7 @@ NON_NEGATIVE_INTS = ("eval_every",)
 OPTIONAL_POSITIVE = {"max_steps": int, "max_tokens": int, "max_seconds": float}
 POSITIVE_FLOATS = ("lr", "grad_clip")
 UNIT_FLOATS = ("min_lr_ratio",)
+PLAN_MODES = ("auto", "always")
 
 
 def _is_int(v) -> bool:
@@ -29,7 +32,7 @@ def _is_number(v) -> bool:
 
 def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
     arch = get_arch(conf["arch"]["name"])
-    arch.hparams(conf["size"], conf["arch"])
+    hp = arch.hparams(conf["size"], conf["arch"])
     kind = task_kind(conf["task"]["name"])
     if check_kind:
         arch.check_kind(kind)
@@ -37,6 +40,15 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
         raise UserError(f"unknown device '{conf['device']}'; valid: {', '.join(DEVICES)}")
     if conf["attention"] not in BACKENDS:
         raise UserError(f"unknown attention backend '{conf['attention']}'; valid: {', '.join(BACKENDS)}")
+    if any(f.name == "attention" for f in dataclasses.fields(hp)):  # e.g. xformers asked for on a CPU
+        device = resolve_device(conf["device"])
+        resolve_backend(conf["attention"], device, compute_dtype(device))
+    if conf.get("plan", "auto") not in PLAN_MODES:
+        raise UserError(f"unknown plan '{conf['plan']}'; valid: {', '.join(PLAN_MODES)}")
+    if not isinstance(conf.get("checkpoint", False), bool):
+        raise UserError(f"checkpoint must be true or false, got {conf['checkpoint']!r}")
+    if conf.get("init_from"):
+        checkpoints.check(str(conf["init_from"]), conf["arch"]["name"])
     if not _is_int(conf["seed"]):
         raise UserError(f"seed must be an integer, got {conf['seed']!r}")
     _validate_train(conf["train"])

@@ -17,8 +17,8 @@ import torch
 
 from archs import get_arch
 from archs.attention import resolve_backend
-from harness import hardware, records
-from harness.checkpoints import checkpoint_path, save_checkpoint
+from harness import checkpoints, hardware, records
+from harness import plan as planning
 from harness.config import validate
 from harness.errors import UserError
 from harness.train import train
@@ -72,7 +72,8 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
     results_dir = conf["results_dir"]
     path = records.record_path(results_dir, key)
     old = records.read_record(path)
-    if old and old.get("status") == "ok" and not conf["force"]:
+    wants_checkpoint = conf.get("checkpoint") and not checkpoints.checkpoint_path(results_dir, key).is_file()
+    if old and old.get("status") == "ok" and not conf["force"] and not wants_checkpoint:
         print(f"skip {conf['arch']['name']}/{conf['size']} {conf['task']['name']} seed={conf['seed']}: "
               f"an ok record exists ({path}); force=true reruns it")
         return old
@@ -123,9 +124,25 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         rec["attention_backend"] = backend
     rec["hparams"] = dataclasses.asdict(hp)
     seq_len = int(tcfg["seq_len"])
-    model = arch_spec.build(task.kind, hp, task.spec(seq_len))
+    spec = task.spec(seq_len)
+    if not arch_spec.fitted:
+        # plan on the meta device first: a run that would not fit is estimated, never allocated
+        plan = planning.plan_memory(arch_spec, task, hp, spec, tcfg, device, dtype, int(conf["seed"]))
+        rec["plan"] = plan.record
+        if conf.get("plan") == "always" or not plan.fits:
+            planning.estimate_speed(plan, tcfg, device, dtype)
+            rec["params"] = int(plan.model.num_params())
+            rec["flops_per_token"] = plan.model.flops_per_token(seq_len)
+            rec["status"] = "planned"
+            print(planning.describe(plan))
+            return
+        del plan
+    with torch.device(device):  # built where it runs: a large model never passes through host memory
+        model = arch_spec.build(task.kind, hp, spec)
     if hasattr(model, "to"):
         model = model.to(device)
+    if conf.get("init_from"):
+        rec["init_from"] = checkpoints.load_into(model, conf["init_from"], arch_spec.name)
     rec["params"] = int(model.num_params())
     rec["flops_per_token"] = model.flops_per_token(seq_len)
 
@@ -150,11 +167,6 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
     if status == "ok":
         with torch.no_grad():
             rec["metrics"] = task.evaluate(model, device, seq_len)
-        if conf["checkpoint"]:
-            path = checkpoint_path(conf["results_dir"], rec["run_key"])
-            save_checkpoint(path, model, arch=rec["arch"], size=rec["size"], kind=task.kind, hparams=hp,
-                            task_spec=task.spec(seq_len), run_key=rec["run_key"], task_config=dict(conf["task"]))
-            rec["checkpoint"] = str(path)
     peak, peak_source = hardware.peak_flops(device, dtype)
     tps, fpt = rec["throughput"]["tokens_per_s"], rec["flops_per_token"]
     mem, mem_kind = hardware.peak_memory(device)
@@ -164,6 +176,12 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
         peak_mem_bytes=mem, peak_mem_kind=mem_kind,
     )
+    if status == "ok" and conf.get("checkpoint"):
+        path = checkpoints.checkpoint_path(conf["results_dir"], rec["run_key"])
+        checkpoints.save_checkpoint(path, model, arch=rec["arch"], size=rec["size"], kind=task.kind, hparams=hp,
+                                    task_spec=task.spec(seq_len), run_key=rec["run_key"],
+                                    task_config=dict(conf["task"]))
+        rec["checkpoint"] = str(path)
     rec["status"] = status
 
 

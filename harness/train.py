@@ -60,7 +60,10 @@ def make_optimizer(model: torch.nn.Module, tcfg: Mapping[str, Any]) -> torch.opt
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": float(tcfg["weight_decay"])},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=float(tcfg["lr"]), betas=tuple(tcfg["betas"]))
+    # the fused kernel updates a tensor in one pass instead of a dozen elementwise ones: ~5x faster
+    # than the default on a CPU (harness.bench), and supported for floating CPU and CUDA tensors
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
+    return torch.optim.AdamW(groups, lr=float(tcfg["lr"]), betas=tuple(tcfg["betas"]), fused=fused)
 
 
 def _sync(device: torch.device) -> None:

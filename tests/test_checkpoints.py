@@ -23,7 +23,7 @@ def test_missing_or_mismatched_checkpoint_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_checkpoint(tmp_path / "nope.pt")
     rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, "arch=lstm", "checkpoint=true"))
-    with pytest.raises(UserError, match="holds arch 'lstm', not 'gpt'"):
+    with pytest.raises(UserError, match="holds a 'lstm' model, but this run's arch is 'gpt'"):
         load_checkpoint(rec["checkpoint"], expect_arch="gpt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")

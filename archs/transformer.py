@@ -1,0 +1,190 @@
+"""The encoder-decoder Transformer (Vaswani et al. 2017): sinusoidal positions, embeddings scaled
+by sqrt(d), a bidirectional encoder, a causal decoder with cross-attention, one vocabulary shared by
+source and target with optional shared/tied embedding tables (Press & Wolf 2017).
+
+Kinds: seq2seq (archs/interface.py: encode / decode / forward) and classify, where the encoder
+alone reads the input and a linear layer scores the mean of its real (non-padding) positions.
+
+``norm_first`` defaults to pre-norm (fairseq's ``--encoder-normalize-before``, tensor2tensor v2),
+which trains at the harness's learning rates without a long warmup; ``norm_first=false`` is the
+paper's post-norm. Pre-norm adds one final LayerNorm per stack (4 * d parameters). With the
+paper's 37,000-token shared vocabulary the base and big presets count 63.1M and 214.2M parameters
+(paper: 65M and 213M).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+
+from archs import TaskSpec, register_arch
+from archs.interface import NeuralModel, PlanningBlock, matmul_params
+from archs.transformer_layers import TransformerLayer, attention_flops_per_token, sinusoidal_positions
+from harness.errors import UserError
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    n_encoder_layer: int = 2
+    n_decoder_layer: int = 2
+    n_head: int = 4
+    d_model: int = 128
+    d_ff: int | None = None  # None -> 4 * d_model
+    vocab_size: int | None = None  # shared source/target vocabulary; None -> the task tokenizer's
+    dropout: float = 0.0
+    norm_first: bool = True
+    norm_eps: float = 1e-5
+    share_embeddings: bool = True  # one table for source and target tokens
+    tie_output: bool = True  # the decoder's output projection is its input embedding, transposed
+    attention: str = "sdpa"  # set per run from the top-level `attention` key (harness/run.py)
+
+    def __post_init__(self):
+        if self.d_model % self.n_head:
+            raise UserError(f"transformer: n_head={self.n_head} does not divide d_model={self.d_model}; "
+                            "pick n_head among the divisors of d_model")
+
+
+SIZES = {
+    "tiny": TransformerConfig(n_encoder_layer=2, n_decoder_layer=2, n_head=4, d_model=128),
+    "base": TransformerConfig(n_encoder_layer=6, n_decoder_layer=6, n_head=8, d_model=512, d_ff=2048,
+                              dropout=0.1),   # Vaswani base: 65M in the paper
+    "big": TransformerConfig(n_encoder_layer=6, n_decoder_layer=6, n_head=16, d_model=1024, d_ff=4096,
+                             dropout=0.3),    # Vaswani big: 213M in the paper
+}
+
+
+class TransformerEncoder(nn.Module):
+    """Token embedding (scaled by sqrt d) + sinusoidal positions + bidirectional layers."""
+
+    def __init__(self, cfg: TransformerConfig, embed: nn.Embedding):
+        super().__init__()
+        self.cfg, self.embed = cfg, embed
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(_layer(cfg, cross=False) for _ in range(cfg.n_encoder_layer))
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_first else None
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+        x = _embed(self.embed, src, self.cfg.d_model, self.drop)
+        for layer in self.layers:
+            x = layer(x, key_padding_mask=src_mask)
+        return self.norm(x) if self.norm is not None else x
+
+
+def _layer(cfg: TransformerConfig, cross: bool) -> TransformerLayer:
+    return TransformerLayer(cfg.d_model, cfg.n_head, cfg.d_ff or 4 * cfg.d_model, norm="layernorm", mlp="gelu",
+                            bias=True, dropout=cfg.dropout, norm_eps=cfg.norm_eps, norm_first=cfg.norm_first,
+                            cross_attention=cross, backend=cfg.attention)
+
+
+def _embed(embed: nn.Embedding, ids: torch.Tensor, d_model: int, drop: nn.Module) -> torch.Tensor:
+    x = embed(ids) * math.sqrt(d_model)
+    return drop(x + sinusoidal_positions(ids.shape[1], d_model, device=ids.device, dtype=x.dtype))
+
+
+def _init(model: nn.Module, d_model: int) -> None:
+    """fairseq's Transformer init: Xavier-uniform matrices, zero biases, N(0, d^-1/2) embeddings."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=d_model ** -0.5)
+
+
+class EncoderDecoderTransformer(NeuralModel):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        src_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        tgt_embed = src_embed if cfg.share_embeddings else nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.encoder = TransformerEncoder(cfg, src_embed)
+        self.tgt_embed = tgt_embed
+        self.drop = nn.Dropout(cfg.dropout)
+        self.decoder_layers = nn.ModuleList(_layer(cfg, cross=True) for _ in range(cfg.n_decoder_layer))
+        self.decoder_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_first else None
+        self.out_proj = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        _init(self, cfg.d_model)
+        if cfg.tie_output:
+            self.out_proj.weight = self.tgt_embed.weight
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.encoder(src, src_mask)
+
+    def decode(self, memory: torch.Tensor, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-token logits (B, T, V); causal over ``tgt_in`` (right padding needs no mask)."""
+        x = _embed(self.tgt_embed, tgt_in, self.cfg.d_model, self.drop)
+        for layer in self.decoder_layers:
+            x = layer(x, causal=True, memory=memory, memory_mask=src_mask)
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        return self.out_proj(x)
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Per target token, with source and target both ``seq_len`` long (one source token per
+        target token): 6 * N_matmul + 12 * d * T * (L_enc + 2 L_dec): encoder self-attention,
+        decoder self-attention and cross-attention score/value products."""
+        c = self.cfg
+        return 6 * matmul_params(self) + attention_flops_per_token(
+            c.n_encoder_layer + 2 * c.n_decoder_layer, c.d_model, seq_len)
+
+    def planning_block(self) -> PlanningBlock:
+        c, layer = self.cfg, self.decoder_layers[0]
+
+        def make_inputs(batch: int, seq_len: int, device) -> dict:
+            x = torch.randn(batch, seq_len, c.d_model, device=device, requires_grad=True)
+            memory = torch.randn(batch, seq_len, c.d_model, device=device, requires_grad=True)
+            return {"x": x, "causal": True, "memory": memory}
+
+        return PlanningBlock(layer, c.n_decoder_layer, make_inputs,
+                             lambda t: 6 * matmul_params(layer) + attention_flops_per_token(2, c.d_model, t))
+
+
+class TransformerClassifier(NeuralModel):
+    """The encoder of the encoder-decoder Transformer plus a linear layer over the mean of its real positions."""
+
+    def __init__(self, cfg: TransformerConfig, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TransformerEncoder(cfg, nn.Embedding(cfg.vocab_size, cfg.d_model))
+        self.classifier = nn.Linear(cfg.d_model, num_classes)
+        _init(self, cfg.d_model)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.encoder(ids, mask)
+        if mask is None:
+            return self.classifier(h.mean(dim=1))
+        m = mask.to(h.dtype).unsqueeze(-1)
+        return self.classifier((h * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0))
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """6 * N_matmul(encoder) + 6 * N(classifier) / T + 12 * L_enc * d * T."""
+        c = self.cfg
+        return (6 * matmul_params(self.encoder) + (6 * matmul_params(self.classifier)) // seq_len
+                + attention_flops_per_token(c.n_encoder_layer, c.d_model, seq_len))
+
+    def planning_block(self) -> PlanningBlock:
+        c, layer = self.cfg, self.encoder.layers[0]
+
+        def make_inputs(batch: int, seq_len: int, device) -> dict:
+            return {"x": torch.randn(batch, seq_len, c.d_model, device=device, requires_grad=True)}
+
+        return PlanningBlock(layer, c.n_encoder_layer, make_inputs,
+                             lambda t: 6 * matmul_params(layer) + attention_flops_per_token(1, c.d_model, t))
+
+
+@register_arch("transformer", kinds=("seq2seq", "classify"), sizes=SIZES,
+               unsupported={"lm": "encoder-decoder; use arch=gpt for language modeling",
+                            "mlm": "use arch=bert for masked-LM pretraining"})
+def build(kind: str, hp: TransformerConfig, task: TaskSpec) -> NeuralModel:
+    hp = replace(hp, vocab_size=task.vocab_size)
+    if kind == "seq2seq":
+        return EncoderDecoderTransformer(hp)
+    if not task.num_classes:
+        raise ValueError("a classify task must give num_classes in its TaskSpec")
+    return TransformerClassifier(hp, task.num_classes)
