@@ -178,12 +178,53 @@ def build_report(results_dir) -> Path:
         md += [_table(board), ""]
         for name in _plots(df, curve_df, out, task, metric):
             md += [f"![{name}]({name})", ""]
+    planned = planned_table(out)
+    if not planned.empty:
+        md += ["## Planned, not run (estimates)", "",
+               "These configs did not fit the device: the model was built on the `meta` device, its memory "
+               "planned, and one real layer timed; every number here is an **estimate** (formulas in each "
+               "record's `plan`). They are kept apart from the measured leaderboards above.", "",
+               _table(planned), ""]
+    lmeval = lmeval_table(df)
+    if not lmeval.empty:
+        md += ["## lm-eval scores", "", "Written into the run records by `python -m harness.lmeval`.", "",
+               _table(lmeval), ""]
     bad = df[df["status"].isin(["failed", "diverged", "skipped"])]
     if not bad.empty:
         md += ["## Runs that did not finish", "", _table(bad[["arch", "size", "task", "seed", "status", "error"]]), ""]
     path = out / "report.md"
     write_atomic(path, "\n".join(md) + "\n")
     return path
+
+
+def planned_table(results_dir) -> pd.DataFrame:
+    gib = 2**30
+    rows = []
+    for rec in iter_records(results_dir):
+        if rec.get("status") != "planned":
+            continue
+        plan = rec.get("plan") or {}
+        mem, speed = plan.get("memory") or {}, plan.get("speed") or {}
+        avail = plan.get("available_bytes")
+        rows.append({
+            "arch": rec["arch"], "size": rec["size"], "task": rec["task"], "params": rec.get("params"),
+            "device": plan.get("device"), "batch x seq": f"{plan.get('batch_size')} x {plan.get('seq_len')}",
+            "est. memory GiB": (mem.get("total_bytes") or 0) / gib,
+            "available GiB": avail / gib if avail else None,
+            "est. s/step": speed.get("step_seconds"), "est. tokens/s": speed.get("tokens_per_s"),
+            "est. MFU %": 100 * speed["mfu"] if speed.get("mfu") else None,
+            "method": speed.get("method"),
+        })
+    return pd.DataFrame(rows)
+
+
+def lmeval_table(df: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in df.columns if c.startswith("lmeval.")]
+    if not cols:
+        return pd.DataFrame()
+    have = df[df[cols].notna().any(axis=1)]
+    table = have[["arch", "size", "task", "seed", *cols]].copy()
+    return table.rename(columns={c: c[len("lmeval."):] for c in cols})
 
 
 def _save_table(df: pd.DataFrame, out: Path) -> None:
