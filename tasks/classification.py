@@ -23,7 +23,7 @@ from tasks.examples import EVAL_BATCH, cut_bytes, pad_batch, positive_int_or_non
 from tasks.gettext_catalogs import language_id_examples
 from tasks.metrics import classification_scores
 from tasks.sources import read_rows
-from tasks.splits import check_fractions, fingerprint, hash_split_by, require_nonempty
+from tasks.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
 from tasks.tokenizers import SPECIALS, build_tokenizer
 
 SOURCES = ("builtin", "hf", "files")
@@ -58,8 +58,7 @@ class Classification(Task):
         splits = hash_split_by(examples, lambda e: e[0], cfg["valid_frac"], cfg["test_frac"])
         total = sum(len(v) for v in splits.values())
         cap = positive_int_or_none(cfg, "max_eval_examples")
-        if cap:
-            splits = {k: v if k == "train" else v[:cap] for k, v in splits.items()}
+        splits = {k: v if k == "train" else hash_sample(v, cap, lambda e: e[0]) for k, v in splits.items()}
         require_nonempty(splits, self.name, total)
         self.labels = sorted({y for v in splits.values() for _, y in v})
         if len(self.labels) < 2:

@@ -22,7 +22,7 @@ from archs import TaskSpec
 from tasks.base import Task
 from tasks.decoding import SearchConfig, generate
 from tasks.examples import EVAL_BATCH, pad_batch, positive_int_or_none
-from tasks.splits import check_fractions, fingerprint, hash_split_by, require_nonempty
+from tasks.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
 from tasks.tokenizers import SPECIALS, build_tokenizer
 
 
@@ -37,7 +37,7 @@ class Seq2SeqTask(Task, abc.ABC):
         caps = {"train": positive_int_or_none(cfg, "max_train_examples"),
                 "validation": positive_int_or_none(cfg, "max_eval_examples"),
                 "test": positive_int_or_none(cfg, "max_eval_examples")}
-        splits = {k: v[:caps[k]] if caps[k] else v for k, v in splits.items()}
+        splits = {k: hash_sample(v, caps[k], lambda p: p[0]) for k, v in splits.items()}
         require_nonempty(splits, self.name, total)
         self.splits = splits
         self.fingerprint = fingerprint({k: [json.dumps(p, ensure_ascii=False) for p in v] for k, v in splits.items()})

@@ -76,3 +76,15 @@ def require_nonempty(splits: dict[str, list], task: str, total: int) -> None:
             sizes = ", ".join(f"{s}={len(splits.get(s, ()))}" for s in SPLITS)
             raise UserError(f"task {task}: the {name} split is empty ({total} examples: {sizes}); "
                             "give more data or change task.valid_frac / task.test_frac")
+
+
+def hash_sample(items: Sequence[T], n: int | None, key: Callable[[T], str]) -> list[T]:
+    """At most ``n`` items: those with the smallest salted sha256 of their key, in that order.
+
+    A fixed pseudo-random sample, so a capped test set is not the first few sources of a grouped
+    list (one program's messages, one language); salted so that it is independent of ``split_of``.
+    """
+    if n is None or n >= len(items):
+        return list(items)
+    ranked = sorted(items, key=lambda it: hashlib.sha256(b"sample\x00" + key(it).encode("utf-8")).digest())
+    return ranked[:n]
