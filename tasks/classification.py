@@ -58,7 +58,7 @@ class Classification(Task):
         splits = hash_split_by(examples, lambda e: e[0], cfg["valid_frac"], cfg["test_frac"])
         total = sum(len(v) for v in splits.values())
         cap = positive_int_or_none(cfg, "max_eval_examples")
-        splits = {k: v if k == "train" else hash_sample(v, cap, lambda e: e[0]) for k, v in splits.items()}
+        splits = {k: hash_sample(v, None if k == "train" else cap, lambda e: e[0]) for k, v in splits.items()}
         require_nonempty(splits, self.name, total)
         self.labels = sorted({y for v in splits.values() for _, y in v})
         if len(self.labels) < 2:
@@ -75,6 +75,12 @@ class Classification(Task):
             self.encoded[name] = (ids, torch.tensor([index[y] for _, y in items]))
         self.context = max(len(s) for ids, _ in self.encoded.values() for s in ids)
         self.majority = Counter(y for _, y in splits["train"]).most_common(1)[0][0]
+
+    def labeled_sequences(self, split: str) -> tuple[list[np.ndarray], list[int]]:
+        """Unpadded inputs (bos + text + eos, as ``forward`` sees them) and class indices of a split, in
+        its fixed pseudo-random order: what models fit on counts (n-gram, HMM) read."""
+        ids, labels = self.encoded[split]
+        return list(ids), labels.tolist()
 
     def spec(self, seq_len: int) -> TaskSpec:
         return TaskSpec(kind="classify", vocab_size=self.tokenizer.vocab_size, max_seq_len=self.context,

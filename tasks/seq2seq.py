@@ -117,7 +117,7 @@ class Seq2SeqTask(Task, abc.ABC):
         return val
 
     @torch.no_grad()
-    def translate(self, model, split: str, device) -> list[str]:
+    def decode_split(self, model, split: str, device) -> list[str]:
         """Detokenized outputs of the shared search for every example of the split, in order."""
         src = self.encoded[split][0]
         order = sorted(range(len(src)), key=lambda i: len(src[i]))  # similar lengths batch together
@@ -136,7 +136,7 @@ class Seq2SeqTask(Task, abc.ABC):
         model.eval()
         sources = [s for s, _ in self.splits["test"]]
         references = [t for _, t in self.splits["test"]]
-        hypotheses = self.translate(model, "test", device)
+        hypotheses = self.decode_split(model, "test", device)
         metrics = self.score(hypotheses, references, sources)
         metrics["test_token_nll"] = self._mean_nll(model, "test", device)
         metrics["test_examples"] = len(references)

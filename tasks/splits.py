@@ -79,12 +79,11 @@ def require_nonempty(splits: dict[str, list], task: str, total: int) -> None:
 
 
 def hash_sample(items: Sequence[T], n: int | None, key: Callable[[T], str]) -> list[T]:
-    """At most ``n`` items: those with the smallest salted sha256 of their key, in that order.
+    """The items in a fixed pseudo-random order (by salted sha256 of their key), at most ``n`` of them.
 
-    A fixed pseudo-random sample, so a capped test set is not the first few sources of a grouped
-    list (one program's messages, one language); salted so that it is independent of ``split_of``.
+    So a capped split, or the first examples a budget lets a model read, is a sample of the whole
+    rather than the first few sources of a grouped list (one program's messages, one language);
+    salted so that the order is independent of ``split_of``.
     """
-    if n is None or n >= len(items):
-        return list(items)
     ranked = sorted(items, key=lambda it: hashlib.sha256(b"sample\x00" + key(it).encode("utf-8")).digest())
-    return ranked[:n]
+    return ranked if n is None else ranked[:n]

@@ -61,6 +61,12 @@ def test_builtin_language_id_set(language_id):
     ids, mask, labels = task._batch("test", [0, 1])
     assert (ids[:, 0] == spec.bos_id).all()
     assert (ids[torch.arange(2), mask.sum(1) - 1] == spec.eos_id).all()  # bos + text + eos
+    seqs, ys = task.labeled_sequences("train")
+    assert len(seqs) == len(ys) == counts["train"]
+    x, m, y = task._batch("train", [0, 1, 2])
+    for i in range(3):  # what fitted models read is what forward sees, without the padding
+        assert seqs[i].tolist() == x[i][m[i]].tolist() and ys[i] == int(y[i])
+    assert len(set(ys[:30])) == 3  # a fixed shuffle: a token budget's first examples cover every class
     info = task.data_info()
     test_labels = [y for _, y in task.splits["test"]]
     top = Counter(y for _, y in task.splits["train"]).most_common(1)[0][0]

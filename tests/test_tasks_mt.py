@@ -105,5 +105,5 @@ def test_prefix_lm_gpt_trains_and_translates(tmp_path, tokenizer, beam):
     metrics = task.evaluate(model, torch.device("cpu"), 64)
     assert set(metrics) >= {"bleu", "chrf", "test_token_nll", "test_examples"}
     assert metrics["test_examples"] == 6 and 0 <= metrics["bleu"] <= 100
-    outputs = task.translate(model, "test", torch.device("cpu"))
+    outputs = task.decode_split(model, "test", torch.device("cpu"))
     assert len(outputs) == 6 and all(isinstance(o, str) for o in outputs)
