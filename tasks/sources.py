@@ -64,8 +64,7 @@ def read_file_rows(path: str | None, columns: Mapping[str, str], task: str) -> t
     elif suffix == ".tsv":
         rows = _read_tsv(p, columns)
     elif suffix == ".txt" and set(columns) == {"text"}:
-        rows = [{"text": d} for d in _read_text(p).split("\n\n") if d.strip()]
-        rows = [{"text": r["text"].strip()} for r in rows]
+        rows = [{"text": d.strip()} for d in _read_text(p).split("\n\n") if d.strip()]  # blank-line documents
     else:
         kinds = ".jsonl, .tsv" + (", .txt" if set(columns) == {"text"} else "")
         raise UserError(f"task.path '{path}': task {task} reads {kinds} files, not '{suffix or p.name}'")
