@@ -15,7 +15,7 @@ from typing import Any, Iterable
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "diverged", "skipped", "planned")
 # Config keys that say where or how loudly to run, not what to run: not part of the run key.
-KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress")
+KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress", "task.cache_dir")
 REQUIRED_FIELDS = (
     "schema_version", "run_key", "status", "error", "arch", "size", "task", "params", "flops_per_token",
     "tokens_seen", "budget", "metrics", "throughput", "data", "seed", "env", "wall_s", "overrides", "config",

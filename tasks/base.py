@@ -26,7 +26,9 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def loss(self, model, batch, device) -> tuple[torch.Tensor, int]:
-        """Mean training loss (nats per target token) and the number of tokens it covers."""
+        """Mean training loss (nats per target token, or per example for classify) and the number of
+        tokens the model read for it: what tokens_seen, tokens/s and FLOPs count (for an LM, its
+        targets; for seq2seq, source + target; for classify, the input)."""
 
     @abc.abstractmethod
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:

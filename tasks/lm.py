@@ -1,14 +1,18 @@
 """Language modeling: next-token prediction on held-out text, scored in bits per byte.
 
 Bits per byte (primary) = total negative log-likelihood of the test tokens / ln 2 / the UTF-8 bytes
-those tokens stand for; comparable across tokenizers. Token perplexity = exp(mean NLL per token).
+those tokens stand for; comparable across tokenizers. Token perplexity = exp(mean NLL per token);
+word perplexity = exp(total NLL / the number of whitespace-separated words in the test text).
 The test split is scored in non-overlapping windows of the run's context length, each window
 starting from an empty context (the first token of the split is not predicted).
+
+Sources: builtin (CPython docs + stdlib docstrings), synthetic-hmm (text from a random HMM, with the
+Bayes-optimal bits per byte computed exactly under the same windows), hf, files (.txt documents
+separated by blank lines, or .jsonl/.tsv with task.columns.text).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -19,33 +23,36 @@ from harness.errors import UserError
 from tasks import register_task
 from tasks.base import Task
 from tasks.python_docs import python_docs_corpus
-from tasks.splits import fingerprint, hash_split
-from tasks.tokenizers import TOKENIZERS
+from tasks.sources import read_rows
+from tasks.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
+from tasks.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
+from tasks.tokenizers import build_tokenizer
 
-SOURCES = ("builtin", "files")
-DOC_SEPARATOR = "\n\n"
+SOURCES = ("builtin", "synthetic-hmm", "hf", "files")
+DOC_SEPARATOR = SEPARATOR
 
 
-def _documents(cfg: Mapping[str, Any]) -> tuple[list[str], str]:
+def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str, Any]:
+    """The documents of each split, a description of the source, and the true HMM (synthetic only)."""
     source = cfg["source"]
+    valid, test = cfg["valid_frac"], cfg["test_frac"]
+    if source == "synthetic-hmm":
+        docs, hmm = hmm_documents(cfg["hmm"])
+        # i.i.d. samples: keyed by position too, so two equal short documents are both kept and the
+        # stream stays an exact sample of the process the oracle describes
+        keyed = hash_split_by(enumerate(docs), lambda item: f"{item[0]}\x00{item[1]}", valid, test)
+        splits = {k: [d for _, d in v] for k, v in keyed.items()}
+        h = cfg["hmm"]
+        return splits, (f"synthetic-hmm:states={h['states']},alphabet={len(h['alphabet'])},"
+                        f"seed={h['seed']}"), hmm
     if source == "builtin":
-        return list(python_docs_corpus()), "builtin:python-docs (pydoc_data.topics + stdlib docstrings)"
-    if source == "files":
-        path = cfg.get("path")
-        if not path:
-            raise UserError("task.source=files needs task.path=/path/to/text.txt (UTF-8 text, documents split by blank lines)")
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"task.path '{path}' is not a file")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"task.path '{path}' is not UTF-8 text (byte {e.start})") from None
-        docs = [d.strip() for d in text.split("\n\n") if d.strip()]
-        if not docs:
-            raise UserError(f"task.path '{path}' holds no text")
-        return docs, f"files:{p.resolve()}"
-    raise UserError(f"unknown task.source '{source}' for task lm; valid: {', '.join(SOURCES)}")
+        docs, where = list(python_docs_corpus()), "builtin:python-docs (pydoc_data.topics + stdlib docstrings)"
+    elif source in ("hf", "files"):
+        rows, where = read_rows(cfg, ("text",), "lm")
+        docs = [r["text"].strip() for r in rows if r["text"].strip()]
+    else:
+        raise UserError(f"unknown task.source '{source}' for task lm; valid: {', '.join(SOURCES)}")
+    return hash_split(docs, valid, test), where, None
 
 
 class LanguageModeling(Task):
@@ -55,27 +62,23 @@ class LanguageModeling(Task):
     lower_is_better = True
 
     def __init__(self, cfg: Mapping[str, Any]):
-        tok_name = cfg["tokenizer"]
-        if tok_name not in TOKENIZERS:
-            raise UserError(f"unknown tokenizer '{tok_name}' for task lm; valid: {', '.join(TOKENIZERS)}")
-        self.tokenizer = TOKENIZERS[tok_name]()
-        docs, self.source = _documents(cfg)
-        splits = hash_split(docs, cfg["valid_frac"], cfg["test_frac"])
+        check_fractions(cfg["valid_frac"], cfg["test_frac"], "lm")
+        splits, self.source, hmm = _split_documents(cfg)
         cap = cfg.get("max_bytes")
         if cap:
             splits = {k: _cap_bytes(v, int(cap)) for k, v in splits.items()}
-        for name, items in splits.items():
-            if not items:
-                raise UserError(f"task lm: the {name} split is empty ({len(docs)} documents); "
-                                "give more text or change task.valid_frac/task.test_frac")
+        require_nonempty(splits, "lm", sum(len(v) for v in splits.values()))
         self.fingerprint = fingerprint(splits)
         self.splits = splits
+        self.tokenizer = build_tokenizer(cfg, splits["train"], self.fingerprint)
         self.streams = {k: self.tokenizer.encode(DOC_SEPARATOR.join(v)) for k, v in splits.items()}
         self.split_docs = {k: len(v) for k, v in splits.items()}
+        self.test_words = len(DOC_SEPARATOR.join(splits["test"]).split())
+        self.oracle = StreamOracle(hmm, self.tokenizer) if hmm is not None else None
 
     def sequences(self, split: str) -> list:
         """Each document of a split tokenized on its own (for models fit on counts, e.g. n-grams)."""
-        return [self.tokenizer.encode(d) for d in self.splits[split]]
+        return self.tokenizer.encode_batch(self.splits[split])
 
     def spec(self, seq_len: int) -> TaskSpec:
         return TaskSpec(kind="lm", vocab_size=self.tokenizer.vocab_size, max_seq_len=seq_len)
@@ -135,18 +138,26 @@ class LanguageModeling(Task):
         nll, n_tokens = self._nll(model, "test", device, seq_len, max_windows=None)
         stream = self.streams["test"]
         n_bytes = self.tokenizer.num_bytes(stream[1:])
-        return {
+        metrics = {
             "bits_per_byte": nll / math.log(2) / n_bytes,
             "token_perplexity": math.exp(nll / n_tokens),
+            "word_perplexity": math.exp(nll / self.test_words),
             "test_nll_nats": nll,
             "test_tokens": n_tokens,
             "test_bytes": n_bytes,
+            "test_words": self.test_words,
         }
+        if self.oracle is not None:  # the true process scored on the very same windows
+            bayes_nll, _ = self._nll(self.oracle, "test", device, seq_len, max_windows=None)
+            metrics["bayes_bits_per_byte"] = bayes_nll / math.log(2) / n_bytes
+            metrics["excess_bits_per_byte"] = metrics["bits_per_byte"] - metrics["bayes_bits_per_byte"]
+        return metrics
 
     def data_info(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "tokenizer": self.tokenizer.name,
+            "vocab_size": self.tokenizer.vocab_size,
             "fingerprint": self.fingerprint,
             "documents": self.split_docs,
             "tokens": {k: int(len(v)) for k, v in self.streams.items()},

@@ -17,7 +17,8 @@ _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-package
 MIN_DOC_CHARS = 40
 
 
-def stdlib_docstrings(stdlib: str | None = None) -> list[str]:
+@functools.lru_cache(maxsize=2)
+def stdlib_docstrings(stdlib: str | None = None) -> tuple[str, ...]:
     root = stdlib or sysconfig.get_paths()["stdlib"]
     docs: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -35,7 +36,7 @@ def stdlib_docstrings(stdlib: str | None = None) -> list[str]:
                     doc = ast.get_docstring(node)
                     if doc and len(doc) >= MIN_DOC_CHARS:
                         docs.append(doc)
-    return docs
+    return tuple(docs)
 
 
 def reference_topics() -> list[str]:
@@ -49,7 +50,7 @@ def reference_topics() -> list[str]:
 @functools.lru_cache(maxsize=2)
 def python_docs_corpus() -> tuple[str, ...]:
     """Documents in a fixed order: reference topics, then docstrings by file path."""
-    docs = reference_topics() + stdlib_docstrings()
+    docs = reference_topics() + list(stdlib_docstrings())
     if not docs:
         raise UserError(
             "builtin LM corpus is empty: found neither pydoc_data.topics nor standard-library docstrings "
@@ -57,3 +58,21 @@ def python_docs_corpus() -> tuple[str, ...]:
             "task.source=files task.path=/path/to/text.txt"
         )
     return tuple(docs)
+
+
+def docstring_summaries() -> list[tuple[str, str]]:
+    """(body, summary line) of every stdlib docstring written the PEP 257 way: a one-line summary,
+    a blank line, then the body that the summary line sums up."""
+    pairs = []
+    for doc in stdlib_docstrings():
+        head, sep, body = doc.partition("\n\n")
+        summary = head.strip()
+        if sep and "\n" not in summary and body.strip():
+            pairs.append((body.strip(), summary))
+    if not pairs:
+        raise UserError(
+            "builtin summarization set is empty: found no standard-library docstrings with a summary line "
+            f"under {sysconfig.get_paths()['stdlib']}; point the task at your own data with "
+            "task.source=files task.path=/path/to/pairs.jsonl"
+        )
+    return pairs

@@ -1,0 +1,85 @@
+"""Any causal language model as a seq2seq model or a classifier: the prefix-LM adapter.
+
+seq2seq: each row is packed as its source's real tokens (source + eos, as the task gives them)
+followed at once by the decoder input (bos + target), so one causal pass reads
+source -> separator (bos) -> target. ``decode`` returns only the target positions' logits, so the
+task's loss covers target tokens only; the source is context, never a prediction target. The
+"memory" is the source itself: the LM rereads it at every decoding step (no incremental state in
+the contract), which keeps the adapter exact for any LM.
+
+classify: the LM's vocabulary gets one extra token per class; the class logits are its next-token
+logits after the input's last real token (the task's eos), read at the class tokens only -- the LM
+"says" the label. Nothing but a causal ``forward(idx) -> (B, T, V)`` is asked of the wrapped model.
+
+To give an lm-kind arch these kinds, its registration calls ``build_prefix_lm`` (see there).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import torch
+
+from archs import TaskSpec
+from archs.interface import NeuralModel
+
+
+class PrefixLMSeq2Seq(NeuralModel):
+    def __init__(self, lm: torch.nn.Module, pad_id: int):
+        super().__init__()
+        self.lm, self.pad_id = lm, pad_id
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        return src
+
+    def decode(self, memory: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        lengths = src_mask.sum(1)  # real source tokens per row (right padding)
+        batch, width = tgt_in.shape
+        longest = int(lengths.max())
+        packed = memory[:, :longest].masked_fill(~src_mask[:, :longest], self.pad_id)
+        packed = torch.cat([packed, packed.new_full((batch, width), self.pad_id)], 1)
+        positions = lengths[:, None] + torch.arange(width, device=tgt_in.device)  # where the target sits
+        packed = packed.scatter(1, positions, tgt_in)
+        logits = self.lm(packed)
+        return logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
+
+    def flops_per_token(self, seq_len: int) -> int | None:
+        return self.lm.flops_per_token(seq_len)
+
+
+class PrefixLMClassifier(NeuralModel):
+    def __init__(self, lm: torch.nn.Module, first_class_id: int, num_classes: int):
+        super().__init__()
+        self.lm, self.first_class_id, self.num_classes = lm, first_class_id, num_classes
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.lm(ids)  # causal: the right padding cannot reach the last real position
+        last = mask.sum(1) - 1
+        at_last = logits[torch.arange(ids.shape[0], device=ids.device), last]
+        return at_last[:, self.first_class_id:self.first_class_id + self.num_classes]
+
+    def flops_per_token(self, seq_len: int) -> int | None:
+        return self.lm.flops_per_token(seq_len)
+
+
+def build_prefix_lm(kind: str, task: TaskSpec, make_lm: Callable[[TaskSpec], torch.nn.Module]):
+    """An lm-kind arch's model for any kind: ``make_lm(spec)`` builds the plain LM for a TaskSpec.
+
+    Registration of an LM arch that should serve all three kinds, e.g. GPT::
+
+        @register_arch("gpt", kinds=("lm", "seq2seq", "classify"), sizes=SIZES)
+        def build(kind, hp, task):
+            return build_prefix_lm(kind, task, lambda spec: GPT(
+                replace(hp, vocab_size=spec.vocab_size, block_size=spec.max_seq_len)))
+    """
+    if kind == "lm":
+        return make_lm(task)
+    if kind == "seq2seq":
+        return PrefixLMSeq2Seq(make_lm(replace(task, kind="lm")), task.pad_id)
+    if kind == "classify":
+        lm = make_lm(replace(task, kind="lm", vocab_size=task.vocab_size + task.num_classes))
+        return PrefixLMClassifier(lm, task.vocab_size, task.num_classes)
+    raise ValueError(f"prefix-LM adapter: unknown task kind '{kind}'")

@@ -1,0 +1,157 @@
+"""What every sequence-to-sequence task shares: pairs split by source, tokenized with pad/bos/eos,
+teacher-forced training, decoding with the shared search, and scoring of the detokenized outputs.
+
+Token layout (every seq2seq arch sees the same): source = its tokens + eos; decoder input =
+bos + target tokens; decoder output = target tokens + eos. The model's context is sized from the
+data (longest source + longest target + 1, which also bounds decoding), not from train.seq_len.
+A subclass (MT, summarization) supplies the pairs, its metrics and its no-training reference rows.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import json
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from archs import TaskSpec
+from tasks.base import Task
+from tasks.decoding import SearchConfig, generate
+from tasks.examples import EVAL_BATCH, pad_batch, positive_int_or_none
+from tasks.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.tokenizers import SPECIALS, build_tokenizer
+
+
+class Seq2SeqTask(Task, abc.ABC):
+    kind = "seq2seq"
+
+    def __init__(self, cfg: Mapping[str, Any], pairs: list[tuple[str, str]], source: str, info: dict):
+        check_fractions(cfg["valid_frac"], cfg["test_frac"], self.name)
+        self.source, self.source_info = source, info
+        splits = hash_split_by(pairs, lambda p: p[0], cfg["valid_frac"], cfg["test_frac"])
+        total = sum(len(v) for v in splits.values())
+        caps = {"train": positive_int_or_none(cfg, "max_train_examples"),
+                "validation": positive_int_or_none(cfg, "max_eval_examples"),
+                "test": positive_int_or_none(cfg, "max_eval_examples")}
+        splits = {k: hash_sample(v, caps[k], lambda p: p[0]) for k, v in splits.items()}
+        require_nonempty(splits, self.name, total)
+        self.splits = splits
+        self.fingerprint = fingerprint({k: [json.dumps(p, ensure_ascii=False) for p in v] for k, v in splits.items()})
+        self.tokenizer = build_tokenizer(cfg, [t for p in splits["train"] for t in p], self.fingerprint, SPECIALS)
+        sp = self.tokenizer.specials
+        self.pad, self.bos, self.eos = sp["<pad>"], sp["<bos>"], sp["<eos>"]
+        self.search = SearchConfig.from_config(dict(cfg["decode"]))
+        self.encoded = {}
+        for name, items in splits.items():
+            src = self.tokenizer.encode_batch([s for s, _ in items])
+            tgt = self.tokenizer.encode_batch([t for _, t in items])
+            self.encoded[name] = ([np.append(s, self.eos) for s in src], tgt)
+        longest_src = max(len(s) for src, _ in self.encoded.values() for s in src)
+        self.longest_target = max(len(t) for _, tgt in self.encoded.values() for t in tgt)
+        self.context = longest_src + self.longest_target + 1
+
+    # ---- what a subclass says
+    @abc.abstractmethod
+    def score(self, hypotheses: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
+        """The task's metrics for detokenized outputs."""
+
+    @abc.abstractmethod
+    def reference_rows(self) -> dict[str, dict[str, Any]]:
+        """No-training baselines on the test split: {name: {"metrics": {...}, "about": "..."}}."""
+
+    @functools.cached_property
+    def _reference_rows(self) -> dict[str, dict[str, Any]]:
+        return self.reference_rows()
+
+    # ---- the engine's contract
+    def spec(self, seq_len: int) -> TaskSpec:
+        return TaskSpec(kind="seq2seq", vocab_size=self.tokenizer.vocab_size, max_seq_len=self.context,
+                        pad_id=self.pad, bos_id=self.bos, eos_id=self.eos)
+
+    def _batch(self, split: str, index: Sequence[int]):
+        src, tgt = self.encoded[split]
+        src_ids, src_mask = pad_batch([src[i] for i in index], self.pad)
+        tgt_in, _ = pad_batch([np.insert(tgt[i], 0, self.bos) for i in index], self.pad)
+        tgt_out, tgt_mask = pad_batch([np.append(tgt[i], self.eos) for i in index], self.pad)
+        return src_ids, src_mask, tgt_in, tgt_out, tgt_mask
+
+    def train_batches(self, batch_size: int, seq_len: int, generator: torch.Generator):
+        n = len(self.encoded["train"][0])
+        while True:  # epochs of a seeded shuffle
+            order = torch.randperm(n, generator=generator).tolist()
+            for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+                yield self._batch("train", order[i:i + batch_size])
+
+    def _token_nll(self, model, batch, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src, src_mask, tgt_in, tgt_out, tgt_mask = (t.to(device) for t in batch)
+        logits = model(src, src_mask, tgt_in).float()
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), reduction="none")
+        return nll.view(tgt_out.shape) * tgt_mask, tgt_mask, src_mask
+
+    def loss(self, model, batch, device):
+        """Mean NLL per target token; the count is every real token the model read (source + target),
+        which is what tokens/s and FLOPs refer to."""
+        nll, tgt_mask, src_mask = self._token_nll(model, batch, device)
+        return nll.sum() / tgt_mask.sum(), int(src_mask.sum() + tgt_mask.sum())
+
+    @torch.no_grad()
+    def _mean_nll(self, model, split: str, device, limit: int | None = None) -> float:
+        n = len(self.encoded[split][0]) if limit is None else min(limit, len(self.encoded[split][0]))
+        total, count = 0.0, 0
+        for i in range(0, n, EVAL_BATCH):
+            nll, tgt_mask, _ = self._token_nll(model, self._batch(split, range(i, min(n, i + EVAL_BATCH))), device)
+            total += nll.double().sum().item()
+            count += int(tgt_mask.sum())
+        return total / count
+
+    def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
+        was_training = model.training
+        model.eval()
+        val = self._mean_nll(model, "validation", device, limit=max_batches * EVAL_BATCH)
+        if was_training:
+            model.train()
+        return val
+
+    @torch.no_grad()
+    def decode_split(self, model, split: str, device) -> list[str]:
+        """Detokenized outputs of the shared search for every example of the split, in order."""
+        src = self.encoded[split][0]
+        order = sorted(range(len(src)), key=lambda i: len(src[i]))  # similar lengths batch together
+        rows = max(1, EVAL_BATCH // self.search.beam_size)
+        out: list[str] = [""] * len(src)
+        for i in range(0, len(order), rows):
+            index = order[i:i + rows]
+            ids, mask = pad_batch([src[j] for j in index], self.pad)
+            tokens = generate(model, ids.to(device), mask.to(device), bos=self.bos, eos=self.eos, pad=self.pad,
+                              search=self.search, cap=self.longest_target + 1)
+            for j, toks in zip(index, tokens):
+                out[j] = self.tokenizer.decode(toks)
+        return out
+
+    def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
+        model.eval()
+        sources = [s for s, _ in self.splits["test"]]
+        references = [t for _, t in self.splits["test"]]
+        hypotheses = self.decode_split(model, "test", device)
+        metrics = self.score(hypotheses, references, sources)
+        metrics["test_token_nll"] = self._mean_nll(model, "test", device)
+        metrics["test_examples"] = len(references)
+        metrics["mean_output_bytes"] = float(np.mean([len(h.encode("utf-8")) for h in hypotheses]))
+        return metrics
+
+    def data_info(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            **self.source_info,
+            "tokenizer": self.tokenizer.name,
+            "vocab_size": self.tokenizer.vocab_size,
+            "fingerprint": self.fingerprint,
+            "examples": {k: len(v) for k, v in self.splits.items()},
+            "context": self.context,
+            "decode": dataclasses.asdict(self.search),
+            "reference_rows": self._reference_rows,
+        }
