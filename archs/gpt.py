@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from archs import TaskSpec, register_arch
 from archs.attention import KVCache, RotaryEmbedding
 from archs.interface import NeuralLM, PlanningBlock, matmul_params
+from archs.prefix_lm import build_prefix_lm
 from archs.transformer_layers import (MLPS, NORMS, TransformerLayer, attention_flops_per_token,
                                       init_gpt2_style, make_norm)
 from harness.errors import UserError
@@ -167,9 +168,11 @@ class GPT(NeuralLM):
                              lambda t: 6 * matmul_params(block) + attention_flops_per_token(1, c.d_model, t))
 
 
-@register_arch("gpt", kinds=("lm",), sizes=SIZES,
-               unsupported={"seq2seq": "decoder-only; use arch=transformer",
-                            "classify": "decoder-only; use arch=bert or arch=transformer",
-                            "mlm": "causal; masked-LM pretraining needs a bidirectional encoder (arch=bert)"})
-def build(kind: str, hp: GPTConfig, task: TaskSpec) -> GPT:
-    return GPT(replace(hp, vocab_size=task.vocab_size, block_size=task.max_seq_len))
+@register_arch("gpt", kinds=("lm", "seq2seq", "classify"), sizes=SIZES,
+               unsupported={"mlm": "causal; masked-LM pretraining needs a bidirectional encoder (arch=bert)"})
+def build(kind: str, hp: GPTConfig, task: TaskSpec):
+    """lm: the GPT itself; seq2seq and classify: the same GPT as a prefix LM (archs/prefix_lm.py)."""
+    def make(spec: TaskSpec) -> GPT:
+        return GPT(replace(hp, vocab_size=spec.vocab_size, block_size=spec.max_seq_len))
+
+    return make(task) if kind == "lm" else build_prefix_lm(kind, task, make)

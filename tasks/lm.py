@@ -3,8 +3,10 @@
 Bits per byte (primary) = total negative log-likelihood of the test tokens / ln 2 / the UTF-8 bytes
 those tokens stand for; comparable across tokenizers. Token perplexity = exp(mean NLL per token);
 word perplexity = exp(total NLL / the number of whitespace-separated words in the test text).
-The test split is scored in non-overlapping windows of the run's context length, each window
-starting from an empty context (the first token of the split is not predicted).
+The test split (its documents joined by the document separator) is scored as a document that starts
+after a document boundary: the separator's tokens are context, every token of the text is predicted,
+in non-overlapping windows of the run's context length (tasks/lm_scoring.py, the definition the
+lm-eval adapter shares, so lm-eval's bits_per_byte on the exported split equals ours).
 
 Sources: builtin (CPython docs + stdlib docstrings), synthetic-hmm (text from a random HMM, with the
 Bayes-optimal bits per byte computed exactly under the same windows), hf, files (.txt documents
@@ -22,6 +24,7 @@ from archs import TaskSpec
 from harness.errors import UserError
 from tasks import register_task
 from tasks.base import Task
+from tasks.lm_scoring import boundary_ids, rolling_nll
 from tasks.python_docs import python_docs_corpus
 from tasks.sources import read_rows
 from tasks.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
@@ -74,6 +77,9 @@ class LanguageModeling(Task):
         self.streams = {k: self.tokenizer.encode(DOC_SEPARATOR.join(v)) for k, v in splits.items()}
         self.split_docs = {k: len(v) for k, v in splits.items()}
         self.test_words = len(DOC_SEPARATOR.join(splits["test"]).split())
+        self.scored = {k: boundary_ids(self.tokenizer, DOC_SEPARATOR.join(splits[k]), DOC_SEPARATOR)
+                       for k in ("validation", "test")}
+        self.test_bytes = len(DOC_SEPARATOR.join(splits["test"]).encode("utf-8"))  # what lm-eval counts
         self.oracle = StreamOracle(hmm, self.tokenizer) if hmm is not None else None
 
     def sequences(self, split: str) -> list:
@@ -98,30 +104,12 @@ class LanguageModeling(Task):
         logits = model(x)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)), y.numel()
 
-    @torch.no_grad()
     def _nll(self, model, split: str, device, seq_len: int, max_windows: int | None, batch_size: int = 32):
-        """Summed NLL (nats) and target count over non-overlapping windows of the split."""
-        data = torch.from_numpy(self.streams[split])
-        n_targets = len(data) - 1
-        starts = list(range(0, n_targets, seq_len))
+        """Summed NLL (nats) and target count of the split, scored after a document boundary."""
+        ids, n_context = self.scored[split]
         if max_windows is not None:
-            starts = starts[:max_windows]
-        total, count = 0.0, 0
-        for i in range(0, len(starts), batch_size):
-            group = starts[i:i + batch_size]
-            full = [s for s in group if s + seq_len <= n_targets]
-            if full:
-                idx = torch.tensor(full)[:, None] + torch.arange(seq_len + 1)
-                window = data[idx].to(device)
-                lp = model.target_logprobs(window[:, :-1], window[:, 1:])
-                total -= lp.double().sum().item()
-                count += lp.numel()
-            for s in (s for s in group if s + seq_len > n_targets):  # the short last window
-                window = data[s:n_targets + 1][None].to(device)
-                lp = model.target_logprobs(window[:, :-1], window[:, 1:])
-                total -= lp.double().sum().item()
-                count += lp.numel()
-        return total, count
+            ids = ids[:n_context + max_windows * seq_len]
+        return rolling_nll(model, ids, n_context, seq_len, device, batch_size)
 
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
         was_training = getattr(model, "training", False)
@@ -136,8 +124,7 @@ class LanguageModeling(Task):
         if hasattr(model, "eval"):
             model.eval()
         nll, n_tokens = self._nll(model, "test", device, seq_len, max_windows=None)
-        stream = self.streams["test"]
-        n_bytes = self.tokenizer.num_bytes(stream[1:])
+        n_bytes = self.test_bytes
         metrics = {
             "bits_per_byte": nll / math.log(2) / n_bytes,
             "token_perplexity": math.exp(nll / n_tokens),

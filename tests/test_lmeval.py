@@ -85,6 +85,8 @@ def test_lmeval_bits_per_byte_equals_our_evaluator(runs, arch):
 
     assert n_targets == len(ids) - n_context == len(task.tokenizer.encode(text))  # every test token predicted
     assert scores[f"{BUILTIN_TASK}/bits_per_byte"] == pytest.approx(ours, rel=1e-6)
+    # and the number the run itself recorded, from the LM task's own evaluate()
+    assert scores[f"{BUILTIN_TASK}/bits_per_byte"] == pytest.approx(before["bits_per_byte"], rel=1e-6)
     assert scores[f"{BUILTIN_TASK}/byte_perplexity"] == pytest.approx(2 ** ours, rel=1e-6)
     on_disk = json.loads(path.read_text())
     assert on_disk["lmeval"][f"{BUILTIN_TASK}/bits_per_byte"] == scores[f"{BUILTIN_TASK}/bits_per_byte"]

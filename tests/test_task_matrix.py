@@ -14,6 +14,7 @@ SMALL_DATA = {
     "mt": ["task.max_train_examples=200", "task.max_eval_examples=4", "task.decode.max_len_a=0.5"],
     "classification": ["task.languages=[de,fr]", "task.per_language=80", "task.max_eval_examples=8"],
     "summarization": ["task.max_train_examples=200", "task.max_eval_examples=3", "task.decode.max_len_b=16"],
+    "mlm": ["task.max_bytes=60000"],
 }
 CELLS = [(r.arch, r.task) for r in capability_matrix().itertuples() if r.supported]
 

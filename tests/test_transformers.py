@@ -294,9 +294,10 @@ def corpus(tmp_path_factory):
 
 
 def mlm_cfg(corpus, **kw):
-    cfg = {"name": "mlm", "source": "files", "path": corpus, "tokenizer": "byte", "valid_frac": 0.05,
-           "test_frac": 0.05, "max_bytes": None, "mask_prob": 0.15, "next_sentence": False}
-    cfg.update(kw)
+    from tests.helpers import compose_conf
+
+    cfg = compose_conf("task=mlm")["task"]  # every declared key, as a run gets them
+    cfg.update({"source": "files", "path": corpus, "cache_dir": None}, **kw)
     return cfg
 
 
@@ -408,7 +409,7 @@ def test_checkpoint_of_another_arch_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_every_transformer_arch_is_registered_with_its_kinds():
-    assert ARCHS["gpt"].kinds == ("lm",)
+    assert ARCHS["gpt"].kinds == ("lm", "seq2seq", "classify")  # seq2seq/classify as a prefix LM
     assert set(ARCHS["bert"].kinds) == {"mlm", "classify"}
     assert set(ARCHS["transformer"].kinds) == {"seq2seq", "classify"}
     spec = TaskSpec(kind="classify", vocab_size=50, max_seq_len=16, num_classes=4)
