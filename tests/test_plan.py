@@ -37,8 +37,8 @@ def compose(*overrides) -> dict:
 
 
 def lm_task(corpus, name="lm"):
-    cfg = {"name": name, "source": "files", "path": corpus, "tokenizer": "byte", "valid_frac": 0.05,
-           "test_frac": 0.05, "max_bytes": None, "mask_prob": 0.15, "next_sentence": False}
+    cfg = compose(f"task={name}")["task"]  # every declared key, as a run gets them
+    cfg.update(source="files", path=corpus, cache_dir=None)
     return build_task(cfg, 0)
 
 
