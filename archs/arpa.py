@@ -8,6 +8,7 @@ UserError naming the line number and what was expected there.
 """
 from __future__ import annotations
 
+import gzip
 import math
 from pathlib import Path
 
@@ -54,13 +55,14 @@ def write_arpa(model: BackoffLM, path: str | Path) -> Path:
 
 
 def read_arpa(path: str | Path, bos: str = "<s>", eos: str = "</s>", unk: str = "<unk>") -> BackoffLM:
-    """Load an ARPA file as a BackoffLM. ``<s>`` must be listed; a model without ``</s>`` is a stream
+    """Load an ARPA file (gzip-compressed if it ends in .gz) as a BackoffLM. ``<s>`` must be listed; a model without ``</s>`` is a stream
     model; a model without ``<unk>`` gets one with log10 p = -100, as KenLM does."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ARPA file '{path}' does not exist")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines = raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise UserError(f"ARPA file '{path}' is not UTF-8 (byte {e.start})") from None
     where = lambda i: f"{path}:{i + 1}"  # noqa: E731
@@ -142,8 +144,7 @@ def read_arpa(path: str | Path, bos: str = "<s>", eos: str = "</s>", unk: str = 
         rows_np.append(ids)
         lp_np.append(np.array(probs[n - 1]) * LN10)
         lb_np.append(np.array(backs[n - 1]) * LN10)
-    lp_np[0][index[bos]] = -math.inf
-    lp_np = [np.where(p <= LOG10_ZERO * LN10, -math.inf, p) for p in lp_np]
+    lp_np[0][rows_np[0][:, 0] == index[bos]] = -math.inf  # <s> is never predicted, whatever is written
     try:
         model = BackoffLM.from_rows(vocab, rows_np, lp_np, lb_np[:order - 1],
                                     eos=index.get(eos), unk=index[unk])

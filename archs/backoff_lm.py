@@ -56,6 +56,8 @@ class BackoffLM:
     def _find(self, n: int, keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index of each key among order n's entries and whether it is there (only where ``valid``)."""
         table = self.keys[n - 1]
+        if len(table) == 0:
+            return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
         idx = np.searchsorted(table, keys)
         idx_c = np.minimum(idx, len(table) - 1)
         found = valid & (idx < len(table)) & (table[idx_c] == keys)
@@ -92,8 +94,9 @@ class BackoffLM:
                 idx, found = self._find(k + 1, ngram * base + tok, ngram_alive & has)
                 # a longer n-gram is stored: its probability replaces the shorter one's, and only
                 # back-offs of contexts longer than it apply from here on
-                out = np.where(found, self.logp[k][idx], out)
-                backoff = np.where(found, 0.0, backoff)
+                if found.any():
+                    out = np.where(found, self.logp[k][np.where(found, idx, 0)], out)
+                    backoff = np.where(found, 0.0, backoff)
             else:
                 idx, found = ngram, np.zeros(m, dtype=bool)
             # not stored: the context of length k backs off (weight 1 when it is not stored)
@@ -216,7 +219,7 @@ class BackoffLM:
             if bl.any():  # blank: the back-off probability from the orders below
                 ctx = np.full((int(bl.sum()), n - 1), NO_TOKEN, dtype=np.int64)
                 ctx[:] = r[sort][bl][:, :-1]
-                lp[bl] = model.logprob(ctx, r[sort][bl][:, -1], max_order=n - 1)
+                lp[bl] = model.logprob(ctx, r[sort][bl][:, -1], max_order=n)  # order n not built yet
             model.keys.append(keys)
             model.logp.append(lp)
             if n < order:
