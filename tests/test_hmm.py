@@ -188,9 +188,10 @@ def test_class_conditional_classifier_with_em():
     assert info["examples"] == 45 and model.fitted
     x = torch.as_tensor(np.stack(data))
     mask = torch.ones_like(x, dtype=torch.bool)
-    logits = model(x, mask)
+    with torch.no_grad():
+        logits = model(x, mask)
+        ll = model.hmms[1].log_likelihood(x[:1], mask[:1])
     assert (logits.argmax(1) == torch.tensor(labels)).double().mean() > 0.8
-    ll = model.hmms[1].log_likelihood(x[:1], mask[:1])
     assert float(logits[0, 1]) == pytest.approx(float(ll) + np.log(15 / 45), rel=1e-5)
 
 
@@ -198,7 +199,7 @@ def test_class_conditional_classifier_with_em():
                                             ("em", ["arch.em_iters=2", "train.max_tokens=4000"])])
 def test_runs_through_the_harness(tmp_path, training, extra):
     from harness.run import run_one
-    from tests.test_ngram import compose, tiny_text_file
+    from tests.baseline_helpers import compose, tiny_text_file
 
     text = tiny_text_file(tmp_path / "docs.txt")
     conf = compose(["arch=hmm", "arch.n_states=8", f"arch.training={training}", "task.source=files",
@@ -213,3 +214,19 @@ def test_runs_through_the_harness(tmp_path, training, extra):
         assert rec["throughput"]["mfu"] is not None  # measured tokens/s x the stated FLOP formula
     else:
         assert rec["steps"] == 4
+
+
+def test_benchmark_prints_figures(monkeypatch, capsys):
+    import archs.ngram_words
+    from harness.bench_baselines import main
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    fake = [[words[i] for i in rng.zipf(1.3, size=rng.integers(3, 15)) % 300] for _ in range(3000)]
+    monkeypatch.setattr(archs.ngram_words, "builtin_sentences", lambda: fake)
+    monkeypatch.delenv("KENLM_BIN", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no lmplz: the reference timing is skipped
+    assert main(["--words", "20000", "--order", "3", "--ks", "4,8"]) == 0
+    out = capsys.readouterr().out
+    assert "n-gram order 3 on 20,0" in out and "estimation" in out and "MiB" in out
+    assert out.count("(1 threads)") == 2  # both K rows, under this file's one-thread fixture

@@ -17,9 +17,10 @@ S2S_SPEC = TaskSpec("seq2seq", vocab_size=40, max_seq_len=16, pad_id=0, bos_id=1
 CLS_SPEC = TaskSpec("classify", vocab_size=40, max_seq_len=16, num_classes=3, pad_id=0)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """A training loop of tiny ops: on a shared 2-core machine a second intra-op thread only waits."""
+    """Loops of tiny ops: on a shared 2-core machine a second intra-op thread waits for a descheduled
+    peer at every op (ms instead of us). One thread, then restore."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -98,7 +99,7 @@ def test_seq2seq_contract_padding_causality_and_memory():
     torch.testing.assert_close(m.decode(reordered, mask[[1, 0]], tgt[[1, 0]]), logits[[1, 0]])
 
 
-def test_seq2seq_learns_to_copy(one_thread):
+def test_seq2seq_learns_to_copy():
     """Copying fresh random sequences needs the attention to align target step t with source token t."""
     torch.manual_seed(0)
     spec = TaskSpec("seq2seq", vocab_size=10, max_seq_len=16, pad_id=0, bos_id=1, eos_id=2)
@@ -146,9 +147,9 @@ def test_odd_width_bidirectional_is_a_user_error():
         build_model("lstm", "tiny", "classify", CLS_SPEC, overrides={"d_hidden": 25})
 
 
-def test_lm_runs_through_the_harness(tmp_path, one_thread):
+def test_lm_runs_through_the_harness(tmp_path):
     from harness.run import run_one
-    from tests.test_ngram import compose, tiny_text_file
+    from tests.baseline_helpers import compose, tiny_text_file
 
     text = tiny_text_file(tmp_path / "docs.txt")
     conf = compose(["arch=lstm", "size=large", "arch.d_hidden=32", "arch.d_embed=16", "task.source=files",

@@ -24,6 +24,7 @@ from archs.kneser_ney import KENLM_FALLBACK, discounts_from_counts_of_counts, es
 from archs.ngram import NGramClassifier, NGramConfig
 from archs.ngram_words import WordVocab, estimate_from_sentences, perplexity, read_token_file
 from harness.errors import UserError
+from tests.baseline_helpers import compose, tiny_text_file
 
 DATA = Path(__file__).parent / "data" / "kenlm"
 LN10 = math.log(10)
@@ -383,23 +384,6 @@ def test_word_vocab_maps_unseen_words_to_unk():
 
 
 # ---------------------------------------------------------------- through the harness
-def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import OmegaConf
-
-    with initialize_config_module(config_module="sweeps", version_base="1.3"):
-        return OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
-
-
-def tiny_text_file(path: Path, n_docs: int = 120) -> Path:
-    rng = np.random.default_rng(0)
-    words = "the a model token count state word text data run file line of and to is in".split()
-    docs = [" ".join(rng.choice(words, size=rng.integers(8, 30))) + "." for _ in range(n_docs)]
-    path.write_text("\n\n".join(docs) + "\n")
-    return path
-
-
 def test_runs_through_the_harness(tmp_path):
     from harness.run import run_one
 
