@@ -96,12 +96,13 @@ def filter_steps(em: torch.Tensor, log_start: torch.Tensor, a_shift: torch.Tenso
     filt, norm, pred, us, ss = [], [], [], [], []
     for t in range(t_len):
         joint = prior + em[:, t]
-        lc = torch.logsumexp(joint, -1)
-        lf = joint - lc.unsqueeze(-1)
-        m = lf.max(-1, keepdim=True).values.detach()  # the shift cancels exactly: no gradient through it
-        u = torch.exp(lf - m)
+        jm = joint.max(-1, keepdim=True).values.detach()  # the shift cancels exactly: no gradient through it
+        u = torch.exp(joint - jm)  # = exp(lf - max lf): one exp serves the normalizer and the product
+        lc = jm + torch.log(u.sum(-1, keepdim=True))
+        lf = joint - lc
         s = (u @ a_shift).clamp_min(tiny)
-        prior = torch.log(s) + m + a_max
+        prior = torch.log(s) + (jm - lc) + a_max
+        lc = lc.squeeze(-1)
         filt.append(lf), norm.append(lc), pred.append(prior), us.append(u), ss.append(s)
     stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
     return stack(filt), stack(norm), stack(pred), stack(us), stack(ss)
