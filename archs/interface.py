@@ -15,8 +15,10 @@ describe the work). Per kind:
 Masks are bool, shape (B, T), True where the token is real (False = padding), everywhere.
 Special token ids (pad, bos, eos) come in the TaskSpec the model is built with.
 
-Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = True`` and implement
-``fit(batches)``; the engine calls that instead of running gradient steps.
+Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = True`` (on the instance,
+when a config chooses) and implement ``fit(task, tcfg, device, generator) -> dict`` (with "tokens": the
+training tokens read; optionally "tokens_per_s" measured by the fit); the engine calls that instead
+of running gradient steps, and reads ``num_params()`` after it.
 """
 from __future__ import annotations
 
