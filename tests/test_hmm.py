@@ -230,3 +230,22 @@ def test_benchmark_prints_figures(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "n-gram order 3 on 20,0" in out and "estimation" in out and "MiB" in out
     assert out.count("(1 threads)") == 2  # both K rows, under this file's one-thread fixture
+
+
+def test_logit_scale_changes_the_step_not_the_model():
+    params, _, x, mask = random_problem(9, 3, 4, [5, 7])
+    plain, scaled = ours(params), HMM(3, 4, logit_scale=30.0).double()
+    scaled.set_probabilities(*params)
+    for a, b in zip(plain.log_params(), scaled.log_params()):
+        torch.testing.assert_close(a, b)
+    # one SGD step of size lr on the stored parameters moves the logits 30x as far (30 x 30 x gradient)
+    lr = 1e-3
+    for h in (plain, scaled):
+        loss = -h.log_likelihood(x, mask).sum()
+        loss.backward()
+        with torch.no_grad():
+            for p in h.parameters():
+                p -= lr * p.grad
+    d_plain = (plain.trans_logits * 1.0).detach() - torch.log(torch.as_tensor(params[1]))
+    d_scaled = (scaled.trans_logits * 30.0).detach() - torch.log(torch.as_tensor(params[1]))
+    torch.testing.assert_close(d_scaled, 900 * d_plain, rtol=1e-6, atol=1e-9)
