@@ -372,8 +372,10 @@ class HMMClassifier(NeuralModel):
         return ll + F.log_softmax(self.log_prior, -1)
 
     def flops_per_token(self, seq_len: int) -> int:
+        """EM: each token passes through its own class's HMM (6K^2); gradient: through all C HMMs'
+        forward filters, x3 for backpropagation (6CK^2)."""
         k, c = self.cfg.n_states, len(self.hmms)
-        return c * 6 * k * k
+        return 6 * k * k if self.fitted else c * 6 * k * k
 
     def fit(self, task, tcfg, device, generator) -> dict:
         seqs, labels = take_examples(*labeled_sequences(task, "train"), token_budget(tcfg))
