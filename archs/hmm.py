@@ -21,7 +21,6 @@ backward and the expected-transition product: 6K^2. Elementwise work (O(K)) is n
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 
@@ -285,9 +284,9 @@ class HMM(nn.Module):
 
     def next_token_logprobs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, V): log p(x_t+1 = v | x_<=t) at every position."""
-        log_start, log_trans, log_emit = params = self.log_params()
+        params = self.log_params()
         _, _, pred = self.filter(x, None, params)
-        e_shift, e_max = _shift_cols(log_emit)
+        e_shift, e_max = _shift_cols(params[2])
         return _log_matvec(pred, e_shift, e_max)
 
 
