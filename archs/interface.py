@@ -26,8 +26,10 @@ Optional for planning (harness/plan.py): ``planning_block() -> PlanningBlock`` n
 model's repeated layers, so a model too big for the machine can be estimated by timing one real
 layer; without it the planner falls back to FLOPs at the measured peak.
 
-Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = True`` and implement
-``fit(batches)``; the engine calls that instead of running gradient steps.
+Models that are fit rather than trained (n-gram counts, HMM EM) set ``fitted = True`` (on the instance,
+when a config chooses) and implement ``fit(task, tcfg, device, generator) -> dict`` (with "tokens": the
+training tokens read; optionally "tokens_per_s" measured by the fit); the engine calls that instead
+of running gradient steps, and reads ``num_params()`` after it.
 """
 from __future__ import annotations
 

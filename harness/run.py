@@ -153,6 +153,8 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         rec["fit"] = fit_info
         rec["tokens_seen"] = int(fit_info.get("tokens", 0))
         rec["throughput"]["fit_seconds"] = time.perf_counter() - t0
+        rec["throughput"]["tokens_per_s"] = fit_info.get("tokens_per_s")  # measured by the fit, if it says
+        rec["params"] = int(model.num_params())  # a fitted model's size is known only after fitting
         rec["stop_reason"] = "fit"
         status = "ok"
     else:

@@ -1,0 +1,192 @@
+"""Word-level n-gram modeling on text files, the way KenLM users work: whitespace tokens, one
+sentence a line, ``</s>`` predicted at each line end, unseen test words scored as ``<unk>``.
+
+Also builds a word-level corpus from the builtin English text (CPython docs and docstrings), one
+sentence a line, split deterministically into train/test by sentence hash, so the n-gram can be
+compared with KenLM's ``lmplz`` on real text without downloading anything.
+
+Command line (estimate, score, ARPA in and out)::
+
+    python -m archs ngram --train train.txt --test test.txt --order 5 --write-arpa model.arpa
+    python -m archs ngram --read-arpa kenlm.arpa --test test.txt
+    python -m archs ngram --make-corpus out_dir/   # the builtin corpus as train.txt / test.txt
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from archs.backoff_lm import BackoffLM
+from harness.errors import UserError, user_errors_exit
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+SPECIAL = {BOS, EOS, UNK}
+
+
+def read_token_file(path: str | Path) -> list[list[str]]:
+    """Sentences of whitespace-separated tokens, one a line (empty lines are empty sentences, as
+    lmplz counts them). ``<s>``, ``</s>`` and ``<unk>`` in the text are dropped, as lmplz does."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"token file '{path}' does not exist")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"token file '{path}' is not UTF-8 text (invalid byte at offset {e.start})") from None
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()  # the newline that ends the last line does not start another sentence
+    sentences = [[w for w in line.split() if w not in SPECIAL] for line in lines]
+    if not any(sentences):
+        raise UserError(f"token file '{path}' holds no tokens")
+    return sentences
+
+
+@dataclass
+class WordVocab:
+    """id -> word: 0 is ``<unk>``, 1 is ``</s>``, then the training words, and ``<s>`` last."""
+
+    words: list[str]
+
+    @classmethod
+    def from_sentences(cls, sentences: list[list[str]]) -> "WordVocab":
+        flat = [w for s in sentences for w in s]
+        _, uniques = pd.factorize(pd.Series(flat, dtype=object), sort=False) if flat else (None, [])
+        return cls([UNK, EOS, *list(uniques), BOS])
+
+    @property
+    def unk(self) -> int:
+        return self.words.index(UNK)
+
+    @property
+    def eos(self) -> int:
+        return self.words.index(EOS)
+
+    def encode(self, sentences: list[list[str]]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(flat ids with unseen words as ``<unk>``, tokens per sentence, number of OOV tokens)."""
+        flat = [w for s in sentences for w in s]
+        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
+        if not flat:
+            return np.zeros(0, dtype=np.int64), lengths, 0
+        index = pd.Index(self.words[:-1])  # <s> is not a word of the text
+        ids = index.get_indexer(pd.Series(flat, dtype=object)).astype(np.int64)
+        oov = ids < 0
+        ids[oov] = self.unk
+        return ids, lengths, int(oov.sum())
+
+
+def estimate_from_sentences(sentences: list[list[str]], order: int, discount_fallback=None) -> BackoffLM:
+    """Kneser-Ney model of word sentences, with lmplz's defaults (no fallback discounts unless asked)."""
+    from archs.kneser_ney import estimate
+
+    vocab = WordVocab.from_sentences(sentences)
+    ids, lengths, _ = vocab.encode(sentences)
+    return estimate(ids, lengths, order=order, vocab=vocab.words, eos=vocab.eos, unk=vocab.unk,
+                    discount_fallback=discount_fallback)
+
+
+def perplexity(model: BackoffLM, sentences: list[list[str]]) -> dict:
+    """Perplexity as KenLM's ``query`` reports it: over every word and ``</s>``, including OOVs
+    (scored as ``<unk>``), and excluding the OOV tokens from both the sum and the count."""
+    if model.eos is None or model.unk is None:
+        raise UserError("word-level perplexity needs a sentence model with </s> and <unk>")
+    vocab = WordVocab(model.vocab)
+    ids, lengths, n_oov = vocab.encode(sentences)
+    split = np.cumsum(lengths)[:-1]
+    logp, _ = model.sentence_logprobs(np.split(ids, split) if len(sentences) else [])
+    targets = np.concatenate([np.append(s, model.eos) for s in np.split(ids, split)]) if len(sentences) else ids
+    is_oov = np.zeros(len(targets), dtype=bool)
+    # OOV positions: the words that were unseen (an in-vocabulary <unk> cannot occur: it is dropped)
+    is_oov[targets == model.unk] = True
+    total = float(logp.sum())
+    kept = float(logp[~is_oov].sum())
+    n = len(targets)
+    return {
+        "tokens": int(n),
+        "oovs": int(n_oov),
+        "log10_prob": total / math.log(10),
+        "perplexity": math.exp(-total / n),
+        "perplexity_excluding_oovs": math.exp(-kept / max(1, n - int(is_oov.sum()))),
+    }
+
+
+# ---------------- builtin word corpus ----------------
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
+_WORD = re.compile(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
+
+
+def builtin_sentences() -> list[list[str]]:
+    """Sentences of the builtin English corpus, tokenized into words and punctuation marks."""
+    from tasks.python_docs import python_docs_corpus
+
+    out = []
+    for doc in python_docs_corpus():
+        for para in re.split(r"\n\s*\n", doc):
+            text = " ".join(para.split())
+            for sent in _SENTENCE_END.split(text):
+                words = _WORD.findall(sent)
+                if words:
+                    out.append(words)
+    return out
+
+
+def write_builtin_corpus(out_dir: str | Path, test_frac: float = 0.05) -> tuple[Path, Path]:
+    """train.txt and test.txt (one sentence a line), split by sentence hash; duplicates kept once."""
+    from tasks.splits import hash_split
+
+    lines = [" ".join(s) for s in builtin_sentences()]
+    splits = hash_split(lines, 0.0, test_frac)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = out / "train.txt", out / "test.txt"
+    train.write_text("\n".join(splits["train"]) + "\n", encoding="utf-8")
+    test.write_text("\n".join(splits["test"]) + "\n", encoding="utf-8")
+    return train, test
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m archs ngram", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train", help="training text: whitespace tokens, one sentence a line")
+    ap.add_argument("--order", type=int, default=5, help="n-gram order, 1..6 (default 5)")
+    ap.add_argument("--discount-fallback", action="store_true",
+                    help="use D = 0.5, 1, 1.5 where counts-of-counts give no valid discounts (lmplz --discount_fallback)")
+    ap.add_argument("--read-arpa", help="score with this ARPA model instead of estimating one")
+    ap.add_argument("--write-arpa", help="write the estimated model here")
+    ap.add_argument("--test", help="text to score (perplexity with and without OOVs)")
+    ap.add_argument("--make-corpus", help="write the builtin word corpus as train.txt/test.txt into this folder")
+    args = ap.parse_args(argv)
+    with user_errors_exit():
+        if args.make_corpus:
+            train, test = write_builtin_corpus(args.make_corpus)
+            print(f"wrote {train} and {test}")
+            if not (args.train or args.read_arpa):
+                return 0
+        if bool(args.train) == bool(args.read_arpa):
+            raise UserError("give exactly one of --train FILE (estimate) or --read-arpa FILE (load)")
+        if args.read_arpa:
+            from archs.arpa import read_arpa
+
+            model = read_arpa(args.read_arpa)
+        else:
+            from archs.kneser_ney import KENLM_FALLBACK
+
+            model = estimate_from_sentences(read_token_file(args.train), args.order,
+                                            KENLM_FALLBACK if args.discount_fallback else None)
+            print(f"estimated order-{model.order} model: n-grams per order {model.counts()}")
+        if args.write_arpa:
+            from archs.arpa import write_arpa
+
+            print(f"wrote {write_arpa(model, args.write_arpa)}")
+        if args.test:
+            r = perplexity(model, read_token_file(args.test))
+            print(f"tokens={r['tokens']} oovs={r['oovs']} log10_prob={r['log10_prob']:.4f} "
+                  f"perplexity={r['perplexity']:.4f} perplexity_excluding_oovs={r['perplexity_excluding_oovs']:.4f}")
+    return 0
+

@@ -1,0 +1,24 @@
+"""Helpers shared by the baseline tests (n-gram, HMM, LSTM): a composed config and a small text file
+for one run through the harness."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def compose(overrides: list[str]) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="sweeps", version_base="1.3"):
+        return OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
+
+
+def tiny_text_file(path: Path, n_docs: int = 120) -> Path:
+    rng = np.random.default_rng(0)
+    words = "the a model token count state word text data run file line of and to is in".split()
+    docs = [" ".join(rng.choice(words, size=rng.integers(8, 30))) + "." for _ in range(n_docs)]
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
