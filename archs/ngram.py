@@ -11,6 +11,8 @@ so ``flops_per_token`` is None and MFU stays null. Word-level files and ARPA: ar
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass
 
@@ -104,8 +106,26 @@ class NGramLM(CountModel):
         lp = lm.logprob(ctx.reshape(-1, width), y.detach().cpu().numpy().reshape(-1))
         return torch.from_numpy(lp.reshape(y.shape)).to(device=x.device, dtype=torch.float32)
 
+    @torch.no_grad()
+    def next_token_logprobs(self, idx: torch.Tensor) -> torch.Tensor:
+        """The whole next-token distribution at every position (B, T, V), for greedy checks and generation."""
+        lm = _require_fit(self.lm)
+        xs = idx.detach().cpu().numpy().astype(np.int64)
+        width = max(1, lm.order - 1)
+        padded = np.concatenate([np.full((xs.shape[0], width - 1), NO_TOKEN, dtype=np.int64), xs], axis=1)
+        ctx = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1).reshape(-1, width)
+        dist = lm.log_distribution(ctx)
+        return torch.from_numpy(dist.reshape(*xs.shape, -1)).to(device=idx.device, dtype=torch.float32)
+
     def sample(self, n: int, length: int, seed: int = 0, prefix: list[int] | None = None) -> list[list[int]]:
         return _require_fit(self.lm).sample(np.random.default_rng(seed), n, length, prefix)
+
+    def state_dict(self) -> dict:
+        """The fitted tables (numpy arrays), for checkpoints (harness/checkpoints.py)."""
+        return {"lm": _backoff_state(_require_fit(self.lm))}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lm = BackoffLM(**state["lm"])
 
 
 class NGramClassifier(CountModel):
@@ -156,6 +176,19 @@ class NGramClassifier(CountModel):
         return torch.from_numpy(out).to(device=ids.device, dtype=torch.float32)
 
     __call__ = forward
+
+    def state_dict(self) -> dict:
+        if not self.lms:
+            raise RuntimeError("the n-gram classifier is saved before fit()")
+        return {"lms": [_backoff_state(lm) for lm in self.lms], "log_prior": self.log_prior}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lms = [BackoffLM(**lm) for lm in state["lms"]]
+        self.log_prior = np.asarray(state["log_prior"])
+
+
+def _backoff_state(lm: BackoffLM) -> dict:
+    return {f.name: getattr(lm, f.name) for f in dataclasses.fields(lm)}
 
 
 @register_arch("ngram", kinds=("lm", "classify"), sizes=SIZES, fitted=True,
