@@ -1,9 +1,12 @@
 """Rebuild the comparison report from whatever records exist: ``python -m harness.report``.
 
 Reads every ``<results_dir>/runs/*.json`` into one pandas DataFrame (saved as runs.parquet and
-runs.csv), then writes report.md with an environment stamp, one leaderboard per task (mean and
-95% confidence interval over seeds, Student t), the runs that did not finish, and seaborn plots.
-Nothing here computes a number the records do not hold, except the stated aggregates.
+runs.csv), then writes report.md with an environment stamp, the arch x task capability matrix, one
+leaderboard per task (mean and 95% confidence interval over seeds, Student t; no-training reference
+rows beside it), scaling fits (L(N) = a N^-alpha + c, bootstrap CIs, harness/scaling.py), loss by
+context position, throughput and memory, planned (estimated) runs apart, the runs that did not
+finish, and seaborn plots. Nothing here computes a number the records do not hold, except the
+stated aggregates and fits.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import report_studies as studies
 from harness.errors import UserError, fail
 from harness.records import iter_records, write_atomic
 
@@ -73,16 +77,53 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# Overrides that say where or how a run was launched, or that other columns already show
+NOT_A_VARIANT = ("arch", "size", "task", "seed", "study", "results_dir", "report", "force", "train.progress",
+                 "checkpoint", "hydra")
+
+
+def variant_of(overrides) -> str:
+    """What distinguishes a run beyond arch/size/task/seed: its remaining overrides, sorted."""
+    if not isinstance(overrides, (list, tuple)):
+        return ""
+    keep = [o for o in overrides if o.split("=")[0].lstrip("+~").split("/")[0] not in NOT_A_VARIANT
+            and not o.startswith("hydra")]
+    return " ".join(sorted(keep))
+
+
+def with_variants(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["variant"] = df["overrides"].map(variant_of) if "overrides" in df else ""
+    return df
+
+
+def reference_rows(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    """No-training baselines a task puts in data.reference_rows (e.g. MT copy-source), one row per
+    distinct value: they depend on the data only, so seeds repeat them."""
+    col = "data.reference_rows"
+    if col not in df:
+        return pd.DataFrame()
+    rows, seen = [], set()
+    for refs in df.loc[(df["task"] == task) & (df["status"] == "ok"), col].dropna():
+        for name, ref in (refs or {}).items():
+            value = (ref.get("metrics") or {}).get(metric)
+            if value is None or (name, value) in seen:
+                continue
+            seen.add((name, value))
+            rows.append({"reference": name, metric: value, "what it is": ref.get("about", "")})
+    return pd.DataFrame(rows)
+
+
 def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
-    ok = df[(df["task"] == task) & (df["status"] == "ok")]
+    ok = with_variants(df[(df["task"] == task) & (df["status"] == "ok")])
     metric = ok["primary_metric"].dropna().iloc[0]
     lower = bool(ok["lower_is_better"].dropna().iloc[0])
     col = f"metrics.{metric}"
     rows = []
-    for (arch, size), g in ok.groupby(["arch", "size"], sort=False):
+    for (arch, size, variant), g in ok.groupby(["arch", "size", "variant"], sort=False):
         mean, ci = mean_ci95(g[col])
         rows.append({
-            "arch": arch, "size": size, "seeds": len(g),
+            "arch": arch, "size": size, "variant": variant or "–", "seeds": len(g),
             metric: mean, "± 95% CI": ci,
             "params": int(g["params"].iloc[0]),
             "tokens seen": int(g["tokens_seen"].mean()),
@@ -91,6 +132,8 @@ def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
             "wall s": g["wall_s"].mean(),
         })
     board = pd.DataFrame(rows).sort_values(metric, ascending=lower).reset_index(drop=True)
+    if (board["variant"] == "–").all():
+        board = board.drop(columns="variant")
     return board, metric, lower
 
 
@@ -109,8 +152,19 @@ def environment_stamp(df: pd.DataFrame) -> str:
             lines.append(f"- {label}: {'; '.join(uniq)}")
     if "throughput.peak_flops" in df and df["throughput.peak_flops"].notna().any():
         peaks = df["throughput.peak_flops"].dropna().astype(float)
-        lines.append(f"- MFU peak: {peaks.min() / 1e9:.1f}–{peaks.max() / 1e9:.1f} GFLOP/s across runs")
+        lines.append(f"- MFU peak: {peaks.min() / 1e9:.1f}–{peaks.max() / 1e9:.1f} GFLOP/s across runs "
+                     "(MFU = tokens/s x the arch's FLOPs per token / this peak)")
+    if "throughput.peak_mem_kind" in df:
+        kinds = sorted(set(df["throughput.peak_mem_kind"].dropna()))
+        if kinds:
+            lines.append(f"- peak memory measured as: {'; '.join(kinds)} ({MEMORY_KINDS_NOTE})")
     return "\n".join(lines)
+
+
+MEMORY_KINDS_NOTE = ("rss_high_water_above_run_start: the process's resident high-water mark above its level "
+                     "when the model was built, reset per run; heap freed by an earlier run in the same process "
+                     "and reused is not seen. cuda_max_allocated: torch.cuda.max_memory_allocated. "
+                     "process_max_rss: the whole process's maximum")
 
 
 def _plots(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str, metric: str) -> list[str]:
@@ -164,6 +218,7 @@ def build_report(results_dir) -> Path:
     _save_table(df, out)
     md += ["Counts by status: " + ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()), ""]
     md += ["## Environment", "", environment_stamp(df), ""]
+    md += capability_section()
     curve_df = curves(out)
     for task in sorted(df["task"].unique()):
         ok = df[(df["task"] == task) & (df["status"] == "ok")]
@@ -176,8 +231,15 @@ def build_report(results_dir) -> Path:
                "± half-width of the 95% Student-t interval (– with one seed). tokens/s is measured over "
                "training steps only; MFU = tokens/s x FLOPs per token (each arch's own formula) / peak.", ""]
         md += [_table(board), ""]
+        refs = reference_rows(df, task, metric)
+        if not refs.empty:
+            md += ["Reference rows (no training; computed by the task on the same test split, from the records' "
+                   "`data.reference_rows`):", "", _table(refs), ""]
         for name in _plots(df, curve_df, out, task, metric):
             md += [f"![{name}]({name})", ""]
+        md += studies.scaling_section(df, out, task, metric, lower)
+        md += studies.position_section(df, out, task)
+    md += studies.throughput_section(df, out)
     planned = planned_table(out)
     if not planned.empty:
         md += ["## Planned, not run (estimates)", "",
@@ -195,6 +257,26 @@ def build_report(results_dir) -> Path:
     path = out / "report.md"
     write_atomic(path, "\n".join(md) + "\n")
     return path
+
+
+def capability_section() -> list[str]:
+    """The arch x task matrix of the registered archs and tasks (harness/capabilities.py)."""
+    from harness.capabilities import capability_matrix
+
+    cap = capability_matrix()
+    if cap.empty:
+        return []
+    cap["cell"] = cap["supported"].map({True: "yes", False: "no"})
+    grid = cap.pivot(index="arch", columns="task", values="cell").reset_index()
+    grid.columns.name = None
+    kinds = dict(zip(cap["task"], cap["kind"]))
+    grid = grid.rename(columns={t: f"{t} ({k})" for t, k in kinds.items()})
+    reasons = cap[~cap["supported"]].drop_duplicates(["arch", "kind"])
+    md = ["## Capability matrix", "", "Which arch can run which task (by the task's kind); a `no` cell is "
+          "recorded as `skipped` in a multirun, and a single run of it stops with the reason.", "", _table(grid), ""]
+    if not reasons.empty:
+        md += ["Why not:", ""] + [f"- {r.arch} x {r.kind}: {r.reason}" for r in reasons.itertuples()] + [""]
+    return md
 
 
 def planned_table(results_dir) -> pd.DataFrame:
