@@ -158,11 +158,19 @@ def position_section(df: pd.DataFrame, out: Path, task: str) -> list[str]:
     long = pd.DataFrame(rows)
     # only the longest window per model: shorter windows (e.g. a throughput sweep) would mix contexts
     long = long[long["window"] == long.groupby("model")["window"].transform("max")]
+    # a test split holds a few hundred windows: one position is noisy, so average the positions in
+    # log-spaced bins (per run, then mean and CI over seeds); bins are labeled by their geometric centre
+    edges = np.unique(np.round(np.geomspace(1, long["position"].max() + 1, 25)).astype(int))
+    bin_of = np.searchsorted(edges, long["position"], side="right") - 1
+    centres = np.sqrt(edges[:-1] * np.maximum(edges[1:] - 1, edges[:-1]))
+    long["bin position"] = centres[np.clip(bin_of, 0, len(centres) - 1)]
+    binned = long.groupby(["model", "seed", "bin position"], as_index=False)["loss"].mean()
     plt, sns = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    sns.lineplot(data=long, x="position", y="loss", hue="model", errorbar=("ci", 95), ax=ax)
+    sns.lineplot(data=binned, x="bin position", y="loss", hue="model", errorbar=("ci", 95), marker="o", ax=ax)
     ax.set_xscale("log")
-    ax.set(title=f"{task}: test loss by position in the context window\n(mean over seeds, 95% CI band)",
+    ax.set(title=f"{task}: test loss by position in the context window\n(positions averaged in log-spaced bins; "
+                 "mean over seeds, 95% CI band)",
            xlabel="tokens of context seen (window position, log scale)", ylabel="test loss (nats / token)")
     ax.legend(fontsize=8, title="model")
     fig.tight_layout()
@@ -198,7 +206,7 @@ def throughput_frame(df: pd.DataFrame) -> pd.DataFrame:
         "train tokens/s": _col(ok, "throughput.tokens_per_s").astype(float),
         "inference tokens/s": _col(ok, "throughput.inference_tokens_per_s").astype(float),
         "MFU %": 100 * _col(ok, "throughput.mfu").astype(float),
-        "peak memory MiB (measured)": _col(ok, "throughput.peak_mem_bytes").astype(float) / 2**20,
+        "peak memory MiB (measured, training)": _col(ok, "throughput.peak_mem_bytes").astype(float) / 2**20,
         "planned memory MiB": plan_mem.astype(float) / 2**20,
         "planned activations MiB": plan_act.astype(float) / 2**20,
         "steps/s": _col(ok, "throughput.tokens_per_s").astype(float)
@@ -238,8 +246,9 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
             continue
         exps.append({"arch": f"{arch}/{size}", "backend": backend, "batch": batch,
                      "lengths": ", ".join(str(int(t)) for t in sorted(g["seq_len"])),
-                     "k measured (memory ~ T^k)": _exponent(g["seq_len"], g["peak memory MiB (measured)"]),
-                     "k planned activations": _exponent(g["seq_len"], g["planned activations MiB"]),
+                     "k planned activations (counted on meta)": _exponent(g["seq_len"], g["planned activations MiB"]),
+                     "k planned total": _exponent(g["seq_len"], g["planned memory MiB"]),
+                     "k measured peak": _exponent(g["seq_len"], g["peak memory MiB (measured, training)"]),
                      "k train time/step": _exponent(g["seq_len"], 1 / g["steps/s"])})
     md += ["### Exponent of memory vs sequence length", "",
            "Least squares of log memory on log T over the lengths run (k = 1: linear, k = 2: quadratic).", "",
@@ -248,21 +257,26 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
     base_arch = "gpt" if "gpt" in set(tp["arch"]) else sorted(tp["arch"])[0]
     base_backend = "math" if "math" in set(tp[tp["arch"] == base_arch]["backend"]) else None
     base = tp[(tp["arch"] == base_arch) & ((tp["backend"] == base_backend) if base_backend else True)]
-    rel = tp.merge(base[["batch", "seq_len", "steps/s", "peak memory MiB (measured)", "planned memory MiB"]],
+    rel = tp.merge(base[["batch", "seq_len", "steps/s", "peak memory MiB (measured, training)", "planned memory MiB"]],
                    on=["batch", "seq_len"], suffixes=("", " base"))
     rel["steps/s x baseline"] = rel["steps/s"] / rel["steps/s base"]
     rel["planned memory x baseline"] = rel["planned memory MiB"] / rel["planned memory MiB base"]
     cols = ["config", "batch", "seq_len", "steps/s", "steps/s x baseline", "train tokens/s", "inference tokens/s",
-            "MFU %", "peak memory MiB (measured)", "planned memory MiB", "planned memory x baseline"]
+            "MFU %", "peak memory MiB (measured, training)", "planned memory MiB", "planned memory x baseline"]
     md += [f"### Speed and memory at each length (relative to {base_arch}{' with ' + base_backend if base_backend else ''} "
            "attention at the same batch and length)", "",
            _md_table(rel.sort_values(["batch", "seq_len", "config"])[cols]), ""]
     written = []
     plt, sns = _plt()
-    for y, ylabel, name in (("train tokens/s", "training throughput (tokens/s, log scale)", "throughput_train.png"),
-                            ("inference tokens/s", "inference throughput (tokens/s, log scale)", "throughput_inference.png"),
-                            ("peak memory MiB (measured)", "measured peak memory (MiB, log scale)", "memory_measured.png"),
-                            ("planned memory MiB", "planned memory, counted on meta (MiB, log scale)", "memory_planned.png")):
+    for y, ylabel, title, name in (
+            ("train tokens/s", "training throughput (tokens/s, log scale)",
+             "Training throughput vs sequence length", "throughput_train.png"),
+            ("inference tokens/s", "inference throughput (tokens/s, log scale)",
+             "Inference throughput (test-split evaluation) vs sequence length", "throughput_inference.png"),
+            ("peak memory MiB (measured, training)", "measured peak memory (MiB, log scale)",
+             "Measured peak memory of a run vs sequence length", "memory_measured.png"),
+            ("planned memory MiB", "planned memory (MiB, log scale)",
+             "Planned training memory (counted on the meta device) vs sequence length", "memory_planned.png")):
         d = tp.dropna(subset=[y])
         d = d[d[y] > 0]
         if d.empty:
@@ -271,7 +285,7 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
         sns.lineplot(data=d, x="seq_len", y=y, hue="config", style="batch", markers=True, dashes=True, ax=ax)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set(title=f"{ylabel.split(' (')[0].capitalize()} vs sequence length\n(line style: batch size)",
+        ax.set(title=f"{title}\n(colour: arch and attention backend; marker/line style: batch size)",
                xlabel="sequence length T (tokens, log scale)", ylabel=ylabel)
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()

@@ -202,6 +202,7 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         rec["throughput"]["tokens_per_s"] = out.tokens_per_s
         rec["throughput"]["train_seconds"] = out.train_seconds
         status, rec["error"] = out.status, out.error
+    train_mem, _ = hardware.peak_memory(device, mem_base)  # before evaluation, whose batches differ
     rec["budget"]["consumed"] = {"steps": rec["steps"], "tokens": rec["tokens_seen"],
                                  "seconds": rec["throughput"].get("train_seconds") or rec["throughput"].get("fit_seconds"),
                                  "flops": (rec["flops_per_token"] * rec["tokens_seen"]) if rec["flops_per_token"] else None}
@@ -222,7 +223,7 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         peak_flops=peak, peak_flops_source=peak_source,
         achieved_flops=(tps * fpt) if (tps and fpt) else None,
         mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
-        peak_mem_bytes=mem, peak_mem_kind=mem_kind,
+        peak_mem_bytes=train_mem, peak_mem_with_eval_bytes=mem, peak_mem_kind=mem_kind,
     )
     if status == "ok" and conf.get("checkpoint"):
         path = checkpoints.checkpoint_path(conf["results_dir"], rec["run_key"])
