@@ -17,6 +17,8 @@ record field or a stated aggregate / fit of record fields:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -51,15 +53,34 @@ def scaling_points(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     flops = _col(ok, "budget.consumed").map(lambda b: b.get("flops") if isinstance(b, dict) else None)
     bayes = _col(ok, f"metrics.bayes_{metric}")
     pts = pd.DataFrame({"arch": ok["arch"], "N": n, "flops": flops.astype(float), "loss": ok[f"metrics.{metric}"].astype(float),
-                        "bayes": bayes.astype(float), "seed": ok["seed"]})
+                        "bayes": bayes.astype(float), "seed": ok["seed"], "setup": setup_of(ok)})
     return pts.dropna(subset=["N", "loss"])
+
+
+SETUP_IGNORED = ("progress", "eval_every", "eval_batches")
+
+
+def setup_of(ok: pd.DataFrame) -> pd.Series:
+    """A label of the training setup (budget, batch, context, optimizer): only runs trained the same
+    way belong on one scaling curve, e.g. not a 10-step throughput run beside a scaling ladder."""
+    def label(row) -> str:
+        t = row.get("config.train") if isinstance(row.get("config.train"), dict) else {}
+        given = {k: row.get(f"budget.{k}") for k in ("tokens", "flops", "seconds", "steps")}
+        parts = [f"budget.{k}={v:g}" if isinstance(v, float) else f"budget.{k}={v}"
+                 for k, v in given.items() if v is not None and v == v]
+        parts += [f"{k}={t[k]}" for k in ("batch_size", "seq_len") if k in t]
+        rest = {k: v for k, v in t.items() if k not in SETUP_IGNORED + ("batch_size", "seq_len", "max_steps",
+                                                                        "max_tokens", "max_seconds")}
+        digest = hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        return " ".join(parts) + (f" (other settings {digest})" if rest else "")
+    return ok.apply(label, axis=1) if not ok.empty else pd.Series([], dtype=object)
 
 
 def scaling_fits(df: pd.DataFrame, task: str, metric: str, n_boot: int = 200) -> pd.DataFrame:
     """Fitted L(N) and L(C) per arch with >= 3 distinct N (rows: arch, x, a, alpha, CI, c, CI, points)."""
     pts = scaling_points(df, task, metric)
     rows = []
-    for arch, g in pts.groupby("arch", sort=True):
+    for (setup, arch), g in pts.groupby(["setup", "arch"], sort=True):
         if g["N"].nunique() < MIN_SIZES:
             continue
         for x, label in (("N", "non-embedding params"), ("flops", "training FLOPs")):
@@ -70,7 +91,7 @@ def scaling_fits(df: pd.DataFrame, task: str, metric: str, n_boot: int = 200) ->
             fit = bootstrap_fit(h[x], h["loss"], h["N"], n_boot=n_boot)
             if fit is None:
                 continue
-            rows.append({"arch": arch, "x": label, "a": fit.a, "alpha": fit.alpha,
+            rows.append({"arch": arch, "setup": setup, "x": label, "a": fit.a, "alpha": fit.alpha,
                          "alpha_lo": fit.alpha_ci[0] if fit.alpha_ci else math.nan,
                          "alpha_hi": fit.alpha_ci[1] if fit.alpha_ci else math.nan,
                          "c": fit.c, "c_lo": fit.c_ci[0] if fit.c_ci else math.nan,
@@ -90,8 +111,9 @@ def scaling_section(df: pd.DataFrame, out: Path, task: str, metric: str, lower: 
     if fits.empty:
         return []
     pts = scaling_points(df, task, metric)
+    setups = sorted(fits["setup"].unique())
     table = pd.DataFrame({
-        "arch": fits["arch"], "fit against": fits["x"], "alpha": fits["alpha"].map(lambda v: f"{v:.4g}"),
+        "arch": fits["arch"], "setup": fits["setup"].map(lambda u: setups.index(u) + 1), "fit against": fits["x"], "alpha": fits["alpha"].map(lambda v: f"{v:.4g}"),
         "alpha 95% CI": [_ci(lo, hi) for lo, hi in zip(fits["alpha_lo"], fits["alpha_hi"])],
         "c": fits["c"].map(lambda v: f"{v:.4g}"), "c 95% CI": [_ci(lo, hi) for lo, hi in zip(fits["c_lo"], fits["c_hi"])],
         "a": fits["a"].map(lambda v: f"{v:.4g}"), "runs": fits["points"], "sizes": fits["sizes"],
@@ -102,7 +124,8 @@ def scaling_section(df: pd.DataFrame, out: Path, task: str, metric: str, lower: 
           "`non_embedding_params`) or the training FLOPs the run consumed (`budget.consumed.flops` = "
           "tokens seen x the arch's FLOPs per token). 95% CIs: bootstrap over seeds within each size "
           "(– when a size has one seed or fewer than 20 replicates converged). Archs with fewer than "
-          f"{MIN_SIZES} sizes are not fit.", "", _md_table(table), ""]
+          f"{MIN_SIZES} sizes are not fit. Only runs trained the same way (setup) share a curve:", ""]
+    md += [f"- setup {i + 1}: {u}" for i, u in enumerate(setups)] + ["", _md_table(table), ""]
     bayes = pts["bayes"].dropna()
     if not bayes.empty:
         md += [f"Bayes-optimal {metric} (the true generating process scored on the same test windows, "
@@ -119,13 +142,16 @@ def scaling_section(df: pd.DataFrame, out: Path, task: str, metric: str, lower: 
         plt, sns = _plt()
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         palette = dict(zip(sorted(pts["arch"].unique()), sns.color_palette("tab10")))
+        setups = sorted(sub["setup"].unique())
+        styles = dict(zip(setups, ["-", "--", ":", "-."] * 10))
+        setup_tag = {u: (f" [setup {i + 1}]" if len(setups) > 1 else "") for i, u in enumerate(setups)}
         for _, f in sub.iterrows():
-            g = pts[(pts["arch"] == f["arch"])].dropna(subset=[x])
+            g = pts[(pts["arch"] == f["arch"]) & (pts["setup"] == f["setup"])].dropna(subset=[x])
             color = palette[f["arch"]]
             ax.scatter(g[x], g["loss"], color=color, alpha=0.6, s=28)
             grid = np.geomspace(g[x].min(), g[x].max(), 100)
-            ax.plot(grid, f["a"] * grid ** -f["alpha"] + f["c"], color=color,
-                    label=f"{f['arch']}: alpha={f['alpha']:.3g} {_ci(f['alpha_lo'], f['alpha_hi'])}, c={f['c']:.3g}")
+            ax.plot(grid, f["a"] * grid ** -f["alpha"] + f["c"], color=color, ls=styles[f["setup"]],
+                    label=f"{f['arch']}{setup_tag[f['setup']]}: alpha={f['alpha']:.3g} {_ci(f['alpha_lo'], f['alpha_hi'])}, c={f['c']:.3g}")
         if not bayes.empty:
             ax.axhline(bayes.mean(), color="black", ls="--", lw=1.2, label=f"Bayes-optimal {bayes.mean():.4g}")
         ax.set_xscale("log")

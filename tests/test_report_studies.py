@@ -43,11 +43,11 @@ def test_report_recovers_a_known_exponent_and_links_only_existing_pngs(tmp_path)
             i += 1
     md = build_report(tmp_path).read_text()
 
-    rows = [line for line in md.splitlines() if line.startswith("| gpt | non-embedding params |")]
+    rows = [line for line in md.splitlines() if line.startswith("| gpt | 1 | non-embedding params |")]
     assert len(rows) == 1, md
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    alpha = float(cells[2])
-    lo, hi = map(float, re.findall(r"[-\d.e+]+", cells[3]))
+    alpha = float(cells[3])
+    lo, hi = map(float, re.findall(r"[-\d.e+]+", cells[4]))
     assert lo <= ALPHA <= hi and abs(alpha - ALPHA) < 0.1, cells
     assert "Bayes-optimal bits_per_byte" in md
 
