@@ -154,19 +154,26 @@ def environment_stamp(df: pd.DataFrame) -> str:
         peaks = df["throughput.peak_flops"].dropna().astype(float)
         lines.append(f"- MFU peak: {peaks.min() / 1e9:.1f}–{peaks.max() / 1e9:.1f} GFLOP/s across runs "
                      "(MFU = tokens/s x the arch's FLOPs per token / this peak)")
+    if "throughput.mfu" in df:
+        over = df[df["throughput.mfu"].astype(float) > 1.0]
+        if not over.empty:
+            lines.append(f"- **{len(over)} run(s) show MFU above 100%**: the CPU peak is probed once per process; "
+                         "when that probe ran under heavier load from other processes than the runs did, the "
+                         "peak is too low. Their MFU is unreliable; tokens/s is still measured.")
     if "throughput.peak_mem_kind" in df:
         kinds = sorted(set(df["throughput.peak_mem_kind"].dropna()))
         if kinds:
-            lines.append(f"- peak memory measured as: {'; '.join(kinds)} ({MEMORY_KINDS_NOTE})")
+            lines += [f"- peak memory `{k}`: {MEMORY_KINDS.get(k, 'see the records')}" for k in kinds]
     return "\n".join(lines)
 
 
-MEMORY_KINDS_NOTE = ("rss_high_water_above_run_start: the process's resident high-water mark above its level "
-                     "when the model was built, reset per run after free heap pages are returned to the OS "
-                     "(malloc_trim); `peak_mem_bytes` is read before evaluation (weights, optimizer state, training "
-                     "activations), `peak_mem_with_eval_bytes` after it. "
-                     "cuda_max_allocated: torch.cuda.max_memory_allocated. "
-                     "process_max_rss: the whole process's maximum")
+MEMORY_KINDS = {
+    "rss_high_water_above_run_start": "the process's resident high-water mark above its level when the model "
+    "was built, reset per run after free heap pages are returned to the OS (malloc_trim); `peak_mem_bytes` is "
+    "read before evaluation (weights, optimizer state, training activations), `peak_mem_with_eval_bytes` after it",
+    "cuda_max_allocated": "torch.cuda.max_memory_allocated",
+    "process_max_rss": "the whole process's maximum resident set (includes earlier runs in the process)",
+}
 
 
 def _plots(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str, metric: str) -> list[str]:
