@@ -36,13 +36,23 @@ def load_runs(results_dir) -> pd.DataFrame:
     return df
 
 
+def model_label(rec) -> str:
+    """arch/size, or the named point of sweeps/model/ a run came from (an arch over its own ladder)."""
+    overrides = rec.get("overrides")
+    if isinstance(overrides, (list, tuple)):
+        for o in overrides:
+            if o.startswith("model="):
+                return o.split("=", 1)[1]
+    return f"{rec['arch']}/{rec['size']}"
+
+
 def curves(results_dir) -> pd.DataFrame:
     """Learning curves, long form: one row per (run, validation point)."""
     rows = []
     for rec in iter_records(results_dir):
         for point in rec.get("curve") or []:
             rows.append({"run_key": rec["run_key"], "arch": rec["arch"], "size": rec["size"], "task": rec["task"],
-                         "seed": rec["seed"], "model": f"{rec['arch']}/{rec['size']}", **point})
+                         "seed": rec["seed"], "model": model_label(rec), **point})
     return pd.DataFrame(rows)
 
 
@@ -188,9 +198,13 @@ def _plots(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str, metri
     c = curve_df[curve_df["task"] == task] if not curve_df.empty else curve_df
     if not c.empty:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.lineplot(data=c, x="tokens", y="val_loss", hue="model", errorbar=("ci", 95), marker="o", ax=ax)
+        models = sorted(c["model"].unique())
+        sns.lineplot(data=c, x="tokens", y="val_loss", hue="model", hue_order=models, errorbar=("ci", 95),
+                     marker="o", ax=ax)
         ax.set(title=f"{task}: validation loss during training (mean, 95% CI over seeds)",
                xlabel="training tokens", ylabel="validation loss (nats / token)")
+        if len(models) > 4:  # many models: the legend goes beside the plot, not over the curves
+            ax.legend(title="model", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         name = f"{task}_learning_curves.png"
         fig.savefig(out / name, dpi=120)

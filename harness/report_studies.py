@@ -41,6 +41,32 @@ def _plt():
     return plt, sns
 
 
+def _tidy_log_axes(ax) -> None:
+    """Readable ticks on log axes: no crowded minor labels on x, plain numbers on y."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if ax.get_xscale() == "log":
+        lo, hi = ax.get_xlim()
+        if hi / lo < 1e3:  # a few decades: label 1, 2, 5 of each
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if ax.get_yscale() == "log":
+        plain = FuncFormatter(lambda v, _: f"{v:,.3g}" if v < 1e4 else _si(v))
+        lo, hi = ax.get_ylim()
+        ax.yaxis.set_major_formatter(plain)
+        # within one decade the minor ticks are the only labels; across decades they crowd
+        ax.yaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+
+
+def _si(v: float) -> str:
+    """1.2k, 50M, 3T: short tick labels for counts spanning decades."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
 
@@ -160,6 +186,7 @@ def scaling_section(df: pd.DataFrame, out: Path, task: str, metric: str, lower: 
                      "\n(points: runs; lines: fitted a·x^-alpha + c, 95% CI in brackets)",
                xlabel=xlabel, ylabel=f"{metric.replace('_', ' ')} (log scale)")
         ax.legend(fontsize=8, loc="upper right")
+        _tidy_log_axes(ax)
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
@@ -177,7 +204,7 @@ def position_section(df: pd.DataFrame, out: Path, task: str) -> list[str]:
     rows = []
     for _, r in ok.dropna(subset=[col]).iterrows():
         n = r.get("non_embedding_params")
-        model = f"{r['arch']}/{r['size']}" + (f" (N={int(n):,})" if n == n and n is not None else "")
+        model = model_label(r) + (f" (N={int(n):,})" if n == n and n is not None else "")
         seq_len = len(r[col])
         for j, v in enumerate(r[col]):
             rows.append({"model": model, "window": seq_len, "position": j + 1, "loss": v, "seed": r["seed"]})
@@ -199,6 +226,7 @@ def position_section(df: pd.DataFrame, out: Path, task: str) -> list[str]:
                  "mean over seeds, 95% CI band)",
            xlabel="tokens of context seen (window position, log scale)", ylabel="test loss (nats / token)")
     ax.legend(fontsize=8, title="model")
+    _tidy_log_axes(ax)
     fig.tight_layout()
     name = f"{task}_loss_by_position.png"
     fig.savefig(out / name, dpi=120)
@@ -314,6 +342,7 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
         ax.set(title=f"{title}\n(colour: arch and attention backend; marker/line style: batch size)",
                xlabel="sequence length T (tokens, log scale)", ylabel=ylabel)
         ax.legend(fontsize=8, ncol=2)
+        _tidy_log_axes(ax)
         fig.tight_layout()
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
@@ -321,6 +350,12 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
     for name in written:
         md += [f"![{name}]({name})", ""]
     return md
+
+
+def model_label(rec) -> str:
+    from harness.report import model_label as label
+
+    return label(rec)
 
 
 def _md_table(df: pd.DataFrame) -> str:
