@@ -62,6 +62,12 @@ _LLAMA = dict(norm="rmsnorm", mlp="swiglu", positions="rope", bias=False, tie_em
 
 SIZES = {
     "tiny": GPTConfig(n_layer=2, n_head=4, d_model=128),
+    # a CPU-scale ladder for scaling studies (study=scaling): ~12k .. ~790k non-embedding parameters
+    "s1": GPTConfig(n_layer=1, n_head=2, d_model=32),
+    "s2": GPTConfig(n_layer=2, n_head=2, d_model=48),
+    "s3": GPTConfig(n_layer=2, n_head=4, d_model=64),
+    "s4": GPTConfig(n_layer=3, n_head=4, d_model=96),
+    "s5": GPTConfig(n_layer=4, n_head=4, d_model=128),
     "small": GPTConfig(n_layer=12, n_head=12, d_model=768, **_GPT2),    # GPT-2 124M: 124,439,808 params
     "medium": GPTConfig(n_layer=24, n_head=16, d_model=1024, **_GPT2),  # GPT-2 350M
     "large": GPTConfig(n_layer=36, n_head=20, d_model=1280, **_GPT2),   # GPT-2 774M

@@ -17,6 +17,9 @@ from tasks import task_kind
 POSITIVE_INTS = ("batch_size", "seq_len", "warmup_steps", "eval_batches")
 NON_NEGATIVE_INTS = ("eval_every",)
 OPTIONAL_POSITIVE = {"max_steps": int, "max_tokens": int, "max_seconds": float}
+BUDGET_KEYS = {"tokens": int, "flops": float, "seconds": float}
+# train.<engine name> that mirrors budget.<user name>: both may be set only to the same value
+BUDGET_MIRRORS = {"tokens": "max_tokens", "seconds": "max_seconds"}
 POSITIVE_FLOATS = ("lr", "grad_clip")
 UNIT_FLOATS = ("min_lr_ratio",)
 PLAN_MODES = ("auto", "always")
@@ -51,11 +54,28 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
         checkpoints.check(str(conf["init_from"]), conf["arch"]["name"])
     if not _is_int(conf["seed"]):
         raise UserError(f"seed must be an integer, got {conf['seed']!r}")
-    _validate_train(conf["train"])
+    _validate_budget(conf)
+    _validate_train(conf["train"], has_flops=bool(conf.get("budget", {}).get("flops")))
     check_writable(conf["results_dir"])
 
 
-def _validate_train(t: Mapping[str, Any]) -> None:
+def _validate_budget(conf: Mapping[str, Any]) -> None:
+    budget = conf.get("budget") or {}
+    for k, typ in BUDGET_KEYS.items():
+        v = budget.get(k)
+        if v is None:
+            continue
+        ok = _is_int(v) if typ is int else _is_number(v)
+        if not ok or v <= 0:
+            raise UserError(f"budget.{k} must be a positive {'integer' if typ is int else 'number'} or null, got {v!r}")
+    for k, mirror in BUDGET_MIRRORS.items():
+        user, engine = budget.get(k), conf["train"].get(mirror)
+        if user is not None and engine is not None and user != engine:
+            raise UserError(f"budget.{k}={user!r} and train.{mirror}={engine!r} disagree; set only budget.{k} "
+                            f"(train.{mirror} follows it)")
+
+
+def _validate_train(t: Mapping[str, Any], has_flops: bool = False) -> None:
     for k in POSITIVE_INTS:
         if not _is_int(t[k]) or t[k] <= 0:
             raise UserError(f"train.{k} must be a positive integer, got {t[k]!r}")
@@ -70,8 +90,9 @@ def _validate_train(t: Mapping[str, Any]) -> None:
         if not ok or v <= 0:
             kind = "a positive integer" if typ is int else "a positive number"
             raise UserError(f"train.{k} must be {kind} or null, got {v!r}")
-    if all(t[k] is None for k in OPTIONAL_POSITIVE):
-        raise UserError("no training budget: set at least one of train.max_steps, train.max_tokens, train.max_seconds")
+    if all(t[k] is None for k in OPTIONAL_POSITIVE) and not has_flops:
+        raise UserError("no training budget: set at least one of budget.tokens, budget.flops, budget.seconds, "
+                        "train.max_steps")
     for k in POSITIVE_FLOATS:
         if not _is_number(t[k]) or t[k] <= 0:
             raise UserError(f"train.{k} must be a positive number, got {t[k]!r}")

@@ -98,9 +98,54 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, 
     return None, f"unknown device type '{device.type}'"
 
 
-def peak_memory(device: torch.device) -> tuple[int, str]:
+def _proc_status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _release_free_heap() -> None:
+    """glibc keeps freed heap pages resident; an earlier run's freed tensors would then be reused
+    here without raising the resident set, hiding them from this run's peak. malloc_trim(0) returns
+    every whole free page to the OS (madvise), so what this run touches counts again."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_memory(device: torch.device) -> int | None:
+    """Start a per-run peak: CUDA's peak counter, or on Linux the process's resident high-water mark
+    (VmHWM, reset to the current RSS through /proc/self/clear_refs). Returns the level now (bytes)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    _release_free_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _proc_status_bytes("VmRSS:")
+
+
+def peak_memory(device: torch.device, base: int | None = None) -> tuple[int, str]:
+    """(peak bytes, what was measured). With ``base`` from reset_peak_memory on a Linux CPU: the
+    resident high-water mark above the level at the reset, i.e. what this run added (free heap is
+    handed back to the OS at the reset, so memory an earlier run in the same process freed counts
+    again when this run touches it)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    hwm = _proc_status_bytes("VmHWM:") if base is not None else None
+    if hwm is not None:
+        return max(0, hwm - base), "rss_high_water_above_run_start"
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_max_rss"

@@ -1,9 +1,12 @@
 """Rebuild the comparison report from whatever records exist: ``python -m harness.report``.
 
 Reads every ``<results_dir>/runs/*.json`` into one pandas DataFrame (saved as runs.parquet and
-runs.csv), then writes report.md with an environment stamp, one leaderboard per task (mean and
-95% confidence interval over seeds, Student t), the runs that did not finish, and seaborn plots.
-Nothing here computes a number the records do not hold, except the stated aggregates.
+runs.csv), then writes report.md with an environment stamp, the arch x task capability matrix, one
+leaderboard per task (mean and 95% confidence interval over seeds, Student t; no-training reference
+rows beside it), scaling fits (L(N) = a N^-alpha + c, bootstrap CIs, harness/scaling.py), loss by
+context position, throughput and memory, planned (estimated) runs apart, the runs that did not
+finish, and seaborn plots. Nothing here computes a number the records do not hold, except the
+stated aggregates and fits.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import report_studies as studies
 from harness.errors import UserError, fail
 from harness.records import iter_records, write_atomic
 
@@ -32,13 +36,23 @@ def load_runs(results_dir) -> pd.DataFrame:
     return df
 
 
+def model_label(rec) -> str:
+    """arch/size, or the named point of sweeps/model/ a run came from (an arch over its own ladder)."""
+    overrides = rec.get("overrides")
+    if isinstance(overrides, (list, tuple)):
+        for o in overrides:
+            if o.startswith("model="):
+                return o.split("=", 1)[1]
+    return f"{rec['arch']}/{rec['size']}"
+
+
 def curves(results_dir) -> pd.DataFrame:
     """Learning curves, long form: one row per (run, validation point)."""
     rows = []
     for rec in iter_records(results_dir):
         for point in rec.get("curve") or []:
             rows.append({"run_key": rec["run_key"], "arch": rec["arch"], "size": rec["size"], "task": rec["task"],
-                         "seed": rec["seed"], "model": f"{rec['arch']}/{rec['size']}", **point})
+                         "seed": rec["seed"], "model": model_label(rec), **point})
     return pd.DataFrame(rows)
 
 
@@ -73,16 +87,53 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# Overrides that say where or how a run was launched, or that other columns already show
+NOT_A_VARIANT = ("arch", "size", "task", "seed", "study", "results_dir", "report", "force", "train.progress",
+                 "checkpoint", "hydra")
+
+
+def variant_of(overrides) -> str:
+    """What distinguishes a run beyond arch/size/task/seed: its remaining overrides, sorted."""
+    if not isinstance(overrides, (list, tuple)):
+        return ""
+    keep = [o for o in overrides if o.split("=")[0].lstrip("+~").split("/")[0] not in NOT_A_VARIANT
+            and not o.startswith("hydra")]
+    return " ".join(sorted(keep))
+
+
+def with_variants(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["variant"] = df["overrides"].map(variant_of) if "overrides" in df else ""
+    return df
+
+
+def reference_rows(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    """No-training baselines a task puts in data.reference_rows (e.g. MT copy-source), one row per
+    distinct value: they depend on the data only, so seeds repeat them."""
+    col = "data.reference_rows"
+    if col not in df:
+        return pd.DataFrame()
+    rows, seen = [], set()
+    for refs in df.loc[(df["task"] == task) & (df["status"] == "ok"), col].dropna():
+        for name, ref in (refs or {}).items():
+            value = (ref.get("metrics") or {}).get(metric)
+            if value is None or (name, value) in seen:
+                continue
+            seen.add((name, value))
+            rows.append({"reference": name, metric: value, "what it is": ref.get("about", "")})
+    return pd.DataFrame(rows)
+
+
 def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
-    ok = df[(df["task"] == task) & (df["status"] == "ok")]
+    ok = with_variants(df[(df["task"] == task) & (df["status"] == "ok")])
     metric = ok["primary_metric"].dropna().iloc[0]
     lower = bool(ok["lower_is_better"].dropna().iloc[0])
     col = f"metrics.{metric}"
     rows = []
-    for (arch, size), g in ok.groupby(["arch", "size"], sort=False):
+    for (arch, size, variant), g in ok.groupby(["arch", "size", "variant"], sort=False):
         mean, ci = mean_ci95(g[col])
         rows.append({
-            "arch": arch, "size": size, "seeds": len(g),
+            "arch": arch, "size": size, "variant": variant or "–", "seeds": len(g),
             metric: mean, "± 95% CI": ci,
             "params": int(g["params"].iloc[0]),
             "tokens seen": int(g["tokens_seen"].mean()),
@@ -91,6 +142,8 @@ def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
             "wall s": g["wall_s"].mean(),
         })
     board = pd.DataFrame(rows).sort_values(metric, ascending=lower).reset_index(drop=True)
+    if (board["variant"] == "–").all():
+        board = board.drop(columns="variant")
     return board, metric, lower
 
 
@@ -109,8 +162,28 @@ def environment_stamp(df: pd.DataFrame) -> str:
             lines.append(f"- {label}: {'; '.join(uniq)}")
     if "throughput.peak_flops" in df and df["throughput.peak_flops"].notna().any():
         peaks = df["throughput.peak_flops"].dropna().astype(float)
-        lines.append(f"- MFU peak: {peaks.min() / 1e9:.1f}–{peaks.max() / 1e9:.1f} GFLOP/s across runs")
+        lines.append(f"- MFU peak: {peaks.min() / 1e9:.1f}–{peaks.max() / 1e9:.1f} GFLOP/s across runs "
+                     "(MFU = tokens/s x the arch's FLOPs per token / this peak)")
+    if "throughput.mfu" in df:
+        over = df[df["throughput.mfu"].astype(float) > 1.0]
+        if not over.empty:
+            lines.append(f"- **{len(over)} run(s) show MFU above 100%**: the CPU peak is probed once per process; "
+                         "when that probe ran under heavier load from other processes than the runs did, the "
+                         "peak is too low. Their MFU is unreliable; tokens/s is still measured.")
+    if "throughput.peak_mem_kind" in df:
+        kinds = sorted(set(df["throughput.peak_mem_kind"].dropna()))
+        if kinds:
+            lines += [f"- peak memory `{k}`: {MEMORY_KINDS.get(k, 'see the records')}" for k in kinds]
     return "\n".join(lines)
+
+
+MEMORY_KINDS = {
+    "rss_high_water_above_run_start": "the process's resident high-water mark above its level when the model "
+    "was built, reset per run after free heap pages are returned to the OS (malloc_trim); `peak_mem_bytes` is "
+    "read before evaluation (weights, optimizer state, training activations), `peak_mem_with_eval_bytes` after it",
+    "cuda_max_allocated": "torch.cuda.max_memory_allocated",
+    "process_max_rss": "the whole process's maximum resident set (includes earlier runs in the process)",
+}
 
 
 def _plots(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str, metric: str) -> list[str]:
@@ -125,9 +198,13 @@ def _plots(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str, metri
     c = curve_df[curve_df["task"] == task] if not curve_df.empty else curve_df
     if not c.empty:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.lineplot(data=c, x="tokens", y="val_loss", hue="model", errorbar=("ci", 95), marker="o", ax=ax)
+        models = sorted(c["model"].unique())
+        sns.lineplot(data=c, x="tokens", y="val_loss", hue="model", hue_order=models, errorbar=("ci", 95),
+                     marker="o", ax=ax)
         ax.set(title=f"{task}: validation loss during training (mean, 95% CI over seeds)",
                xlabel="training tokens", ylabel="validation loss (nats / token)")
+        if len(models) > 4:  # many models: the legend goes beside the plot, not over the curves
+            ax.legend(title="model", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         name = f"{task}_learning_curves.png"
         fig.savefig(out / name, dpi=120)
@@ -164,6 +241,7 @@ def build_report(results_dir) -> Path:
     _save_table(df, out)
     md += ["Counts by status: " + ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items()), ""]
     md += ["## Environment", "", environment_stamp(df), ""]
+    md += capability_section()
     curve_df = curves(out)
     for task in sorted(df["task"].unique()):
         ok = df[(df["task"] == task) & (df["status"] == "ok")]
@@ -176,8 +254,15 @@ def build_report(results_dir) -> Path:
                "± half-width of the 95% Student-t interval (– with one seed). tokens/s is measured over "
                "training steps only; MFU = tokens/s x FLOPs per token (each arch's own formula) / peak.", ""]
         md += [_table(board), ""]
+        refs = reference_rows(df, task, metric)
+        if not refs.empty:
+            md += ["Reference rows (no training; computed by the task on the same test split, from the records' "
+                   "`data.reference_rows`):", "", _table(refs), ""]
         for name in _plots(df, curve_df, out, task, metric):
             md += [f"![{name}]({name})", ""]
+        md += studies.scaling_section(df, out, task, metric, lower)
+        md += studies.position_section(df, out, task)
+    md += studies.throughput_section(df, out)
     planned = planned_table(out)
     if not planned.empty:
         md += ["## Planned, not run (estimates)", "",
@@ -195,6 +280,26 @@ def build_report(results_dir) -> Path:
     path = out / "report.md"
     write_atomic(path, "\n".join(md) + "\n")
     return path
+
+
+def capability_section() -> list[str]:
+    """The arch x task matrix of the registered archs and tasks (harness/capabilities.py)."""
+    from harness.capabilities import capability_matrix
+
+    cap = capability_matrix()
+    if cap.empty:
+        return []
+    cap["cell"] = cap["supported"].map({True: "yes", False: "no"})
+    grid = cap.pivot(index="arch", columns="task", values="cell").reset_index()
+    grid.columns.name = None
+    kinds = dict(zip(cap["task"], cap["kind"]))
+    grid = grid.rename(columns={t: f"{t} ({k})" for t, k in kinds.items()})
+    reasons = cap[~cap["supported"]].drop_duplicates(["arch", "kind"])
+    md = ["## Capability matrix", "", "Which arch can run which task (by the task's kind); a `no` cell is "
+          "recorded as `skipped` in a multirun, and a single run of it stops with the reason.", "", _table(grid), ""]
+    if not reasons.empty:
+        md += ["Why not:", ""] + [f"- {r.arch} x {r.kind}: {r.reason}" for r in reasons.itertuples()] + [""]
+    return md
 
 
 def planned_table(results_dir) -> pd.DataFrame:

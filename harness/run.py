@@ -47,7 +47,7 @@ def _base_record(conf: Mapping[str, Any], key: str, overrides: list[str]) -> dic
         "flops_per_token": None,
         "tokens_seen": 0,
         "steps": 0,
-        "budget": {k: conf["train"][k] for k in ("max_steps", "max_tokens", "max_seconds")},
+        "budget": given_budget(conf),
         "metrics": {},
         "primary_metric": None,
         "lower_is_better": None,
@@ -60,6 +60,43 @@ def _base_record(conf: Mapping[str, Any], key: str, overrides: list[str]) -> dic
         "curve": [],
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def given_budget(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The limits a run was given, by their user-facing names (sweeps/config.yaml ``budget``)."""
+    b, t = conf.get("budget") or {}, conf["train"]
+    return {"steps": t["max_steps"], "tokens": b.get("tokens") or t["max_tokens"], "flops": b.get("flops"),
+            "seconds": b.get("seconds") or t["max_seconds"]}
+
+
+def apply_flop_budget(tcfg: Mapping[str, Any], budget: dict[str, Any], flops_per_token) -> dict[str, Any]:
+    """A FLOP budget becomes this run's token limit: tokens = floor(budget.flops / flops_per_token),
+    using the arch's own FLOPs per token, so equal-FLOP runs of different archs see different token
+    counts. The tighter of that and budget.tokens is what the engine gets as train.max_tokens."""
+    if not budget.get("flops"):
+        return dict(tcfg)
+    if not flops_per_token:
+        raise UserError("budget.flops needs the arch's flops_per_token, which this model does not state; "
+                        "use budget.tokens or budget.seconds")
+    from_flops = max(1, int(budget["flops"] // flops_per_token))
+    budget["tokens_from_flops"] = from_flops
+    budget["tokens_from_flops_formula"] = "floor(budget.flops / flops_per_token(seq_len))"
+    limit = min(from_flops, int(tcfg["max_tokens"])) if tcfg.get("max_tokens") else from_flops
+    return {**tcfg, "max_tokens": limit}
+
+
+def non_embedding_params(model) -> int | None:
+    """N for scaling fits (Kaplan et al. 2020): parameters minus the weights of nn.Embedding modules
+    (token and learned position tables; an LM head tied to the token table is that table, so it is
+    excluded too). None for models that are not torch modules."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    seen, emb = set(), 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding) and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            emb += m.weight.numel()
+    return int(model.num_params()) - emb
 
 
 def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, single: bool = True) -> dict[str, Any]:
@@ -137,6 +174,7 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
             print(planning.describe(plan))
             return
         del plan
+    mem_base = hardware.reset_peak_memory(device)  # peak memory counts from here: model, training, eval
     with torch.device(device):  # built where it runs: a large model never passes through host memory
         model = arch_spec.build(task.kind, hp, spec)
     if hasattr(model, "to"):
@@ -144,7 +182,10 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
     if conf.get("init_from"):
         rec["init_from"] = checkpoints.load_into(model, conf["init_from"], arch_spec.name)
     rec["params"] = int(model.num_params())
+    rec["non_embedding_params"] = non_embedding_params(model)
+    rec["non_embedding_params_formula"] = "params - weights of nn.Embedding modules (None: not a torch module)"
     rec["flops_per_token"] = model.flops_per_token(seq_len)
+    tcfg = apply_flop_budget(tcfg, rec["budget"], rec["flops_per_token"])
 
     desc = f"{rec['arch']}/{rec['size']} seed={rec['seed']}"
     if getattr(model, "fitted", False):
@@ -163,20 +204,28 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         rec["throughput"]["tokens_per_s"] = out.tokens_per_s
         rec["throughput"]["train_seconds"] = out.train_seconds
         status, rec["error"] = out.status, out.error
+    train_mem, _ = hardware.peak_memory(device, mem_base)  # before evaluation, whose batches differ
     rec["budget"]["consumed"] = {"steps": rec["steps"], "tokens": rec["tokens_seen"],
                                  "seconds": rec["throughput"].get("train_seconds") or rec["throughput"].get("fit_seconds"),
                                  "flops": (rec["flops_per_token"] * rec["tokens_seen"]) if rec["flops_per_token"] else None}
     if status == "ok":
+        t0 = time.perf_counter()
         with torch.no_grad():
             rec["metrics"] = task.evaluate(model, device, seq_len)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        eval_s = time.perf_counter() - t0
+        scored = rec["metrics"].get("test_tokens")  # tasks that score tokens say how many
+        rec["throughput"]["eval_seconds"] = eval_s
+        rec["throughput"]["inference_tokens_per_s"] = (scored / eval_s) if scored and eval_s > 0 else None
     peak, peak_source = hardware.peak_flops(device, dtype)
     tps, fpt = rec["throughput"]["tokens_per_s"], rec["flops_per_token"]
-    mem, mem_kind = hardware.peak_memory(device)
+    mem, mem_kind = hardware.peak_memory(device, mem_base)
     rec["throughput"].update(
         peak_flops=peak, peak_flops_source=peak_source,
         achieved_flops=(tps * fpt) if (tps and fpt) else None,
         mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
-        peak_mem_bytes=mem, peak_mem_kind=mem_kind,
+        peak_mem_bytes=train_mem, peak_mem_with_eval_bytes=mem, peak_mem_kind=mem_kind,
     )
     if status == "ok" and conf.get("checkpoint"):
         path = checkpoints.checkpoint_path(conf["results_dir"], rec["run_key"])

@@ -24,7 +24,7 @@ from archs import TaskSpec
 from harness.errors import UserError
 from tasks import register_task
 from tasks.base import Task
-from tasks.lm_scoring import boundary_ids, rolling_nll
+from tasks.lm_scoring import boundary_ids, rolling_nll, rolling_scores
 from tasks.python_docs import python_docs_corpus
 from tasks.sources import read_rows
 from tasks.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
@@ -123,7 +123,9 @@ class LanguageModeling(Task):
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
         if hasattr(model, "eval"):
             model.eval()
-        nll, n_tokens = self._nll(model, "test", device, seq_len, max_windows=None)
+        ids, n_context = self.scored["test"]
+        scores = rolling_scores(model, ids, n_context, seq_len, device)
+        nll, n_tokens = scores.total, scores.count
         n_bytes = self.test_bytes
         metrics = {
             "bits_per_byte": nll / math.log(2) / n_bytes,
@@ -133,6 +135,8 @@ class LanguageModeling(Task):
             "test_tokens": n_tokens,
             "test_bytes": n_bytes,
             "test_words": self.test_words,
+            # mean nats of the test targets at each position j of the scoring window (j + 1 tokens of input)
+            "loss_by_position": scores.mean_by_position(),
         }
         if self.oracle is not None:  # the true process scored on the very same windows
             bayes_nll, _ = self._nll(self.oracle, "test", device, seq_len, max_windows=None)

@@ -8,6 +8,7 @@ One definition, used by our LM evaluator (tasks/lm.py) and by the lm-eval adapte
 * ``continuation_scores``: log p(continuation | context) and whether greedy decoding would produce the
   continuation, each prediction seeing as much of the context as the window allows (lm-eval's
   ``loglikelihood``);
+* ``rolling_scores``: the same windows, also summed by position inside the window (loss vs context);
 * ``boundary_ids``: a text scored as a document that starts after a document boundary (the separator
   the LM task joins documents with), so its first token is predicted too.
 
@@ -15,6 +16,8 @@ Models are called through the lm contract in archs/interface.py only; both are c
 x_<=t), which is what makes right-padding a batch of windows of different lengths harmless.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,6 +41,29 @@ def rolling_nll(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
     non-overlapping windows of ``seq_len``: the window whose first target is at position s reads
     inputs ids[s-1 : s-1+L] and predicts ids[s : s+L] (the last window may be shorter).
     """
+    scores = rolling_scores(model, ids, n_context, seq_len, device, batch_size)
+    return scores.total, scores.count
+
+
+@dataclass
+class RollingScores:
+    """What one pass of the rolling windows measures: the total NLL (nats) and target count, and the
+    same split by position inside the window (index j predicts with j + 1 tokens of input)."""
+    total: float
+    count: int
+    by_position_nll: np.ndarray  # (seq_len,) summed nats, float64
+    by_position_count: np.ndarray  # (seq_len,) targets at each position
+
+    def mean_by_position(self) -> list[float]:
+        """Mean nats per token at each window position that scored at least one target."""
+        n = self.by_position_count
+        return [float(s / c) for s, c in zip(self.by_position_nll, n) if c > 0]
+
+
+@torch.no_grad()
+def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
+                   batch_size: int = 32) -> RollingScores:
+    """rolling_nll's windows, also summed per window position (for loss-vs-context-position curves)."""
     if ids.dim() != 1:
         raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
     if not 1 <= n_context <= len(ids):
@@ -46,20 +72,25 @@ def rolling_nll(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
     starts = range(n_context, n, seq_len)
     full = [s for s in starts if s + seq_len <= n]
     short = [s for s in starts if s + seq_len > n]  # at most one: the tail
-    total, count = 0.0, 0
+    out = RollingScores(0.0, 0, np.zeros(seq_len, dtype=np.float64), np.zeros(seq_len, dtype=np.int64))
+
+    def add(lp: torch.Tensor) -> None:
+        nll = -lp.double()
+        out.total += nll.sum().item()
+        out.count += nll.numel()
+        width = nll.shape[1]
+        out.by_position_nll[:width] += nll.sum(0).cpu().numpy()
+        out.by_position_count[:width] += nll.shape[0]
+
     offsets = torch.arange(seq_len + 1)
     for i in range(0, len(full), batch_size):
         first = torch.tensor(full[i:i + batch_size]) - 1
         window = ids[first[:, None] + offsets].to(device)
-        lp = model.target_logprobs(window[:, :-1], window[:, 1:])
-        total -= lp.double().sum().item()
-        count += lp.numel()
+        add(model.target_logprobs(window[:, :-1], window[:, 1:]))
     for s in short:
         window = ids[s - 1:n][None].to(device)
-        lp = model.target_logprobs(window[:, :-1], window[:, 1:])
-        total -= lp.double().sum().item()
-        count += lp.numel()
-    return total, count
+        add(model.target_logprobs(window[:, :-1], window[:, 1:]))
+    return out
 
 
 @torch.no_grad()

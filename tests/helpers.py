@@ -21,6 +21,7 @@ def compose_conf(*overrides: str) -> dict:
 
 
 def run_cli(*args: str, module: str = "harness.sweep", timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="0")
+    # one thread, as conftest.py sets in-process: OpenMP barriers stall for minutes on shared CPUs
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)

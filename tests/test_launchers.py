@@ -1,0 +1,37 @@
+"""Scale-out launchers: the Slurm preset composes and validates here (Slurm itself cannot run), and a
+real two-job multirun goes through the joblib launcher (separate worker processes) to two records."""
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from harness.errors import UserError
+from harness.sweep import _compose
+from tests.helpers import FAST, run_cli
+
+
+@pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
+def test_slurm_launcher_config_composes_and_validates(launcher):
+    cfg = _compose(["study=scaling", f"hydra/launcher={launcher}", "hydra.launcher.partition=gpu",
+                    "hydra.launcher.timeout_min=30"], hydra_cfg=True)
+    hl = cfg.hydra.launcher
+    assert hl._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert hl.partition == "gpu" and hl.timeout_min == 30
+    assert OmegaConf.select(cfg, "hydra.sweeper.params.model").startswith("gpt_s1")
+
+
+def test_slurm_launcher_rejects_a_mistyped_key():
+    with pytest.raises(UserError):
+        _compose(["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=soon"], hydra_cfg=True)
+
+
+def test_joblib_launcher_runs_a_real_two_job_multirun(tmp_path):
+    overrides = [o for o in FAST if not o.startswith(("train.max_steps", "task.max_bytes", "train.eval_every"))]
+    proc = run_cli("-m", "arch=gpt", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   "train.max_steps=3", "train.eval_every=0", "task.max_bytes=20000", "device=cpu",
+                   f"results_dir={tmp_path}", *overrides)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert sorted(r["seed"] for r in recs) == [0, 1]
+    assert all(r["status"] == "ok" and r["steps"] == 3 and r["metrics"]["bits_per_byte"] > 0 for r in recs)
+    assert "JoblibLauncher" in proc.stdout + proc.stderr or "Joblib" in proc.stdout + proc.stderr
