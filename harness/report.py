@@ -180,7 +180,8 @@ def environment_stamp(df: pd.DataFrame) -> str:
 MEMORY_KINDS = {
     "rss_high_water_above_run_start": "the process's resident high-water mark above its level when the model "
     "was built, reset per run after free heap pages are returned to the OS (malloc_trim); `peak_mem_bytes` is "
-    "read before evaluation (weights, optimizer state, training activations), `peak_mem_with_eval_bytes` after it",
+    "read before the test evaluation (weights, optimizer state, training activations, and the validation passes "
+    "inside training, which use batches of 32 windows), `peak_mem_with_eval_bytes` after it",
     "cuda_max_allocated": "torch.cuda.max_memory_allocated",
     "process_max_rss": "the whole process's maximum resident set (includes earlier runs in the process)",
 }

@@ -290,7 +290,8 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
     md = ["## Throughput and memory", "",
           "Per (arch, attention backend, batch size, sequence length), mean over repeats. Training tokens/s "
           "is over training steps after two untimed warm-up steps; inference tokens/s is the test-split "
-          "evaluation (forward only) timed as a whole over the tokens it scored. Measured peak memory: see "
+          "evaluation (forward only) timed as a whole over the tokens it scored, in the evaluator's own batches "
+          "of 32 windows (so the batch size column is the training batch only). Measured peak memory: see "
           "the environment stamp for what was measured; planned memory: weights + gradients + AdamW + "
           "activations saved for backward, **counted on the meta device** by harness/plan.py (an exact "
           "count of the tensors, not a measurement).", ""]

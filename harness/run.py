@@ -204,7 +204,7 @@ def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
         rec["throughput"]["tokens_per_s"] = out.tokens_per_s
         rec["throughput"]["train_seconds"] = out.train_seconds
         status, rec["error"] = out.status, out.error
-    train_mem, _ = hardware.peak_memory(device, mem_base)  # before evaluation, whose batches differ
+    train_mem, _ = hardware.peak_memory(device, mem_base)  # before the test evaluation (validation passes included)
     rec["budget"]["consumed"] = {"steps": rec["steps"], "tokens": rec["tokens_seen"],
                                  "seconds": rec["throughput"].get("train_seconds") or rec["throughput"].get("fit_seconds"),
                                  "flops": (rec["flops_per_token"] * rec["tokens_seen"]) if rec["flops_per_token"] else None}

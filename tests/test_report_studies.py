@@ -25,7 +25,8 @@ def _record(i: int, n: float, seed: int, loss: float, **extra) -> dict:
         "primary_metric": "bits_per_byte", "lower_is_better": True,
         "throughput": {"tokens_per_s": 1e4, "mfu": 0.1, "peak_mem_bytes": 2**20, "peak_flops": 1e11,
                        "peak_flops_source": "fixture"},
-        "data": {"fingerprint": "fixture"}, "env": {"torch": "fixture"}, "wall_s": 1.0,
+        "data": {"fingerprint": "fixture", "reference_rows": {
+            "uniform-bytes": {"metrics": {"bits_per_byte": 8.0}, "about": "every byte equally likely"}}}, "env": {"torch": "fixture"}, "wall_s": 1.0,
         "overrides": [f"seed={seed}"], "config": {"train": {"batch_size": 4, "seq_len": 16}},
         "curve": [{"step": 0, "tokens": 0, "val_loss": 4.0}, {"step": 100, "tokens": 1_000_000, "val_loss": loss}],
         **extra,
@@ -57,3 +58,4 @@ def test_report_recovers_a_known_exponent_and_links_only_existing_pngs(tmp_path)
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "runs.csv").is_file() and (tmp_path / "runs.parquet").is_file()
     assert "## Capability matrix" in md
+    assert "| uniform-bytes | 8 | every byte equally likely |" in md  # reference rows beside the leaderboard
