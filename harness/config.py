@@ -41,6 +41,8 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
         arch.check_kind(kind)
     if conf["device"] not in DEVICES:
         raise UserError(f"unknown device '{conf['device']}'; valid: {', '.join(DEVICES)}")
+    if conf["threads"] is not None and (not _is_int(conf["threads"]) or conf["threads"] < 1):
+        raise UserError(f"threads must be a positive integer or null, got {conf['threads']!r}")
     if conf["attention"] not in BACKENDS:
         raise UserError(f"unknown attention backend '{conf['attention']}'; valid: {', '.join(BACKENDS)}")
     if any(f.name == "attention" for f in dataclasses.fields(hp)):  # e.g. xformers asked for on a CPU

@@ -144,6 +144,8 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
 def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
     tcfg = conf["train"]
     generator = seed_everything(int(conf["seed"]))
+    if conf.get("threads"):
+        torch.set_num_threads(int(conf["threads"]))  # recorded below in env.threads
     device = hardware.resolve_device(conf["device"])
     dtype = hardware.compute_dtype(device)
     rec["env"] = hardware.environment(device)

@@ -28,6 +28,7 @@ def _bad(capsys, tmp_path, *args):
     (["train.max_steps=ten"], "train.max_steps must be a positive integer or null, got 'ten'"),
     (["train.max_seconds=-1"], "train.max_seconds must be a positive number or null"),
     (["device=tpu"], "unknown device 'tpu'; valid: auto, cpu, cuda"),
+    (["threads=0"], "threads must be a positive integer or null, got 0"),
     (["attention=flash9"], "unknown attention backend 'flash9'; valid: auto, math, sdpa, xformers"),
     (["-m", "arch=gpt,nope"], "unknown arch 'nope'"),
     (["train.max_steps=null"], "no training budget"),
