@@ -269,7 +269,8 @@ def _fmt(v, spec=".2f"):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=("attention", "gpt"), help="run one part")
+    ap.add_argument("--only", choices=("attention", "gpt", "baselines"),
+                    help="run one part (baselines: harness/bench_baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
     ap.add_argument("--max-len", type=int, default=LENGTHS[-1], help="longest attention sequence (default 4096)")
     ap.add_argument("--steps", type=int, default=5, help="timed GPT steps (default 5)")
@@ -311,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"(least squares on log-log over T >= {FIT_FROM})")
     if "gpt" in results:
         print(f"  gpt training step: {(results['gpt']['peak_mem_bytes'] or 0) / 2**20:.0f} MiB")
+    if args.only in (None, "baselines"):
+        from harness import bench_baselines
+
+        print("baselines (python -m harness.bench_baselines for its options):")
+        bench_baselines.main([])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
