@@ -302,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  phases (median s): " + ", ".join(f"{k} {ph[k]:.3f}" for k in PHASES)
               + f"; the LM head is {100 * res['lm_head_share_of_flops']:.0f}% of the FLOPs")
         results["gpt"] = res
-    print("peak memory above the level before the call (a fresh process):")
-    measure_memory(results, device)
+    if "attention" in results or "gpt" in results:
+        print("peak memory above the level before the call (a fresh process):")
+        measure_memory(results, device)
     if "attention" in results:
         for r in results["attention"]["rows"]:
             print(f"  {r['backend']:8s} T={r['seq_len']:5d}  {_fmt((r['peak_mem_bytes'] or 0) / 2**20, '9.1f')} MiB")
