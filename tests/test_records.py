@@ -102,3 +102,15 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path, monkeypatch):
     assert rec["status"] == "diverged"
     assert "nan" in rec["error"] and rec["steps"] == 2
     assert records.read_record(tmp_path / "runs" / f"{rec['run_key']}.json")["status"] == "diverged"
+
+
+def test_threads_key_sets_torch_threads_and_the_record_says_so(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 1
+    try:
+        rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, f"threads={want}"))
+        assert rec["status"] == "ok" and rec["env"]["threads"] == want
+    finally:
+        torch.set_num_threads(before)
