@@ -19,6 +19,13 @@ from harness.errors import UserError
 
 LN10 = math.log(10.0)
 LOG10_ZERO = -99.0  # how ARPA files write log10(0), e.g. for <s>, which is never predicted
+
+
+def _log10(field: str) -> float:
+    """A log10 value as written in ARPA; -99 (or less) is the format's spelling of log10(0) (SRILM),
+    read back as -inf so that a model with a zero back-off weight round-trips exactly."""
+    v = float(field)
+    return -math.inf if v <= LOG10_ZERO else v
 KENLM_UNK_LOG10 = -100.0  # KenLM's stand-in for a model that lists no <unk>
 
 
@@ -105,8 +112,8 @@ def read_arpa(path: str | Path, bos: str = "<s>", eos: str = "</s>", unk: str = 
                 want = f"log10-prob, {n} token{'s' if n > 1 else ''}" + (", optional back-off" if n < order else "")
                 raise UserError(f"{where(i)}: expected {want}; got {len(parts)} fields: {lines[i].strip()!r}")
             try:
-                lp.append(float(parts[0]))
-                lb.append(float(parts[n + 1]) if len(parts) == n + 2 else 0.0)
+                lp.append(_log10(parts[0]))
+                lb.append(_log10(parts[n + 1]) if len(parts) == n + 2 else 0.0)
             except ValueError:
                 raise UserError(f"{where(i)}: expected numbers for log10-prob/back-off, got {lines[i].strip()!r}") from None
             rows.append(tuple(parts[1:n + 1]))

@@ -41,6 +41,16 @@ def _plt():
     return plt, sns
 
 
+def _save(fig, ax, path) -> None:
+    """Every report figure ends the same way: readable log ticks, tight layout, a PNG, closed."""
+    import matplotlib.pyplot as plt
+
+    _tidy_log_axes(ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _tidy_log_axes(ax) -> None:
     """Readable ticks on log axes: no crowded minor labels on x, plain numbers on y."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -186,10 +196,7 @@ def scaling_section(df: pd.DataFrame, out: Path, task: str, metric: str, lower: 
                      "\n(points: runs; lines: fitted a·x^-alpha + c, 95% CI in brackets)",
                xlabel=xlabel, ylabel=f"{metric.replace('_', ' ')} (log scale)")
         ax.legend(fontsize=8, loc="upper right")
-        _tidy_log_axes(ax)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
+        _save(fig, ax, out / name)
         written.append(name)
     for name in written:
         md += [f"![{name}]({name})", ""]
@@ -226,11 +233,8 @@ def position_section(df: pd.DataFrame, out: Path, task: str) -> list[str]:
                  "mean over seeds, 95% CI band)",
            xlabel="tokens of context seen (window position, log scale)", ylabel="test loss (nats / token)")
     ax.legend(fontsize=8, title="model")
-    _tidy_log_axes(ax)
-    fig.tight_layout()
     name = f"{task}_loss_by_position.png"
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, out / name)
     summary = []
     for model, g in long.groupby("model"):
         m = g.groupby("position")["loss"].mean()
@@ -343,10 +347,7 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
         ax.set(title=f"{title}\n(colour: arch and attention backend; marker/line style: batch size)",
                xlabel="sequence length T (tokens, log scale)", ylabel=ylabel)
         ax.legend(fontsize=8, ncol=2)
-        _tidy_log_axes(ax)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
+        _save(fig, ax, out / name)
         written.append(name)
     for name in written:
         md += [f"![{name}]({name})", ""]

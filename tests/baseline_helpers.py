@@ -22,3 +22,15 @@ def tiny_text_file(path: Path, n_docs: int = 120) -> Path:
     docs = [" ".join(rng.choice(words, size=rng.integers(8, 30))) + "." for _ in range(n_docs)]
     path.write_text("\n\n".join(docs) + "\n")
     return path
+
+
+class LabeledTask:
+    """The slice of a classify task that count/EM classifiers read: labeled token sequences."""
+
+    name = "fake-classify"
+
+    def __init__(self, seqs, labels):
+        self.seqs, self.labels = seqs, labels
+
+    def labeled_sequences(self, split):
+        return self.seqs, self.labels

@@ -9,6 +9,7 @@ import torch
 
 from archs.hmm import HMM, HMMClassifier, HMMConfig, run_em
 from harness.errors import UserError
+from tests.baseline_helpers import LabeledTask
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm", reason="hmmlearn is the reference implementation (test dependency)")
 
@@ -164,16 +165,6 @@ def test_bad_config_is_a_user_error(field, value, match):
         HMMConfig(**{field: value})
 
 
-class _LabeledTask:
-    name = "fake-classify"
-
-    def __init__(self, seqs, labels):
-        self.seqs, self.labels = seqs, labels
-
-    def labeled_sequences(self, split):
-        return self.seqs, self.labels
-
-
 def test_class_conditional_classifier_with_em():
     torch.manual_seed(3)
     gens = [HMM(2, 5, init_std=3.0), HMM(2, 5, init_std=3.0)]
@@ -183,7 +174,7 @@ def test_class_conditional_classifier_with_em():
         data += [t.numpy() for t in toks]
         labels += [c] * n
     model = HMMClassifier(HMMConfig(n_states=2, training="em", em_iters=8, vocab_size=5), num_classes=2)
-    info = model.fit(_LabeledTask(data, labels), {"max_tokens": None, "max_steps": None, "batch_size": 16},
+    info = model.fit(LabeledTask(data, labels), {"max_tokens": None, "max_steps": None, "batch_size": 16},
                      torch.device("cpu"), None)
     assert info["examples"] == 45 and model.fitted
     x = torch.as_tensor(np.stack(data))

@@ -24,7 +24,7 @@ from archs.kneser_ney import KENLM_FALLBACK, discounts_from_counts_of_counts, es
 from archs.ngram import NGramClassifier, NGramConfig
 from archs.ngram_words import WordVocab, estimate_from_sentences, perplexity, read_token_file
 from harness.errors import UserError
-from tests.baseline_helpers import compose, tiny_text_file
+from tests.baseline_helpers import LabeledTask, compose, tiny_text_file
 
 DATA = Path(__file__).parent / "data" / "kenlm"
 LN10 = math.log(10)
@@ -348,22 +348,12 @@ def test_sampling_follows_the_model():
         assert first.get(tok, 0) / 4000 == pytest.approx(p, abs=0.03)
 
 
-class _LabeledTask:
-    name = "fake-classify"
-
-    def __init__(self, seqs, labels):
-        self.seqs, self.labels = seqs, labels
-
-    def labeled_sequences(self, split):
-        return self.seqs, self.labels
-
-
 def test_classifier_is_bayes_rule_over_class_lms():
     rng = np.random.default_rng(0)
     a = [rng.choice([0, 1], size=8) for _ in range(30)]  # class 0 uses tokens 0/1
     b = [rng.choice([2, 3], size=8) for _ in range(10)]  # class 1 uses tokens 2/3, rarer
     model = NGramClassifier(NGramConfig(order=2), vocab_size=4, num_classes=2)
-    info = model.fit(_LabeledTask(a + b, [0] * 30 + [1] * 10), {"max_tokens": None, "max_steps": None},
+    info = model.fit(LabeledTask(a + b, [0] * 30 + [1] * 10), {"max_tokens": None, "max_steps": None},
                      torch.device("cpu"), None)
     assert info["examples"] == 40 and info["tokens"] == 320
     x = torch.tensor(np.stack([a[0], b[0], np.array([0, 1, 0, 2, 3, 2, 0, 0])]))
