@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 TOOLS = {
-    "ngram": ("archs.ngram_words", "word-level Kneser-Ney n-gram: estimate, ARPA in/out, perplexity"),
+    "ngram": ("archs.ngram.words", "word-level Kneser-Ney n-gram: estimate, ARPA in/out, perplexity"),
 }
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from archs import TaskSpec, register_arch
-from archs.interface import NeuralModel, PlanningBlock, matmul_params
-from archs.transformer_layers import TransformerLayer, attention_flops_per_token
-from harness.errors import UserError
+from archbench import TaskSpec, register_arch
+from archbench.model import NeuralModel, PlanningBlock, matmul_params
+from archs.layers.blocks import TransformerLayer, attention_flops_per_token
+from archbench.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from archs import TaskSpec, register_arch
-from archs.attention import KVCache, RotaryEmbedding
-from archs.interface import NeuralLM, PlanningBlock, matmul_params
-from archs.prefix_lm import build_prefix_lm
-from archs.transformer_layers import (MLPS, NORMS, TransformerLayer, attention_flops_per_token,
+from archbench import TaskSpec, register_arch
+from archs.layers.attention import KVCache, RotaryEmbedding
+from archbench.model import NeuralLM, PlanningBlock, matmul_params
+from archs.layers.prefix_lm import build_prefix_lm
+from archs.layers.blocks import (MLPS, NORMS, TransformerLayer, attention_flops_per_token,
                                       init_gpt2_style, make_norm)
-from harness.errors import UserError
+from archbench.errors import UserError
 
 POSITIONS = ("learned", "rope")
 
@@ -121,7 +121,7 @@ class GPT(NeuralLM):
 
     @property
     def recomputes_layers(self) -> bool:
-        """Activation checkpointing is on (harness/plan.py counts one recomputed layer for it)."""
+        """Activation checkpointing is on (harness/planner.py counts one recomputed layer for it)."""
         return self.cfg.activation_checkpointing
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:

@@ -29,10 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archs import TaskSpec, register_arch
-from archs.fit_budget import labeled_sequences, take_examples, token_budget
-from archs.interface import NeuralLM, NeuralModel
-from harness.errors import UserError
+from archbench import TaskSpec, register_arch
+from archs.layers.fit_data import labeled_sequences, take_examples
+from archbench.model import NeuralLM, NeuralModel
+from archbench.errors import UserError
 
 TRAINING = ("gradient", "em")
 
@@ -339,16 +339,16 @@ class HMMLM(NeuralLM):
         k, v = self.cfg.n_states, self.cfg.vocab_size
         return 6 * k * k if self.fitted else 6 * k * k + 6 * k * v
 
-    def fit(self, task, tcfg, device, generator) -> dict:
+    def fit(self, task, budget, tcfg, device, generator) -> dict:
         """Baum-Welch on the start of the training stream, cut into seq_len windows; the set holds
         token budget / em_iters tokens, so the whole fit reads at most the budget."""
         stream = np.asarray(task.streams["train"], dtype=np.int64)
-        budget = token_budget(tcfg)
-        n = len(stream) if budget is None else min(len(stream), max(1, budget // self.cfg.em_iters))
+        limit = budget.fit_tokens(int(tcfg["batch_size"]) * int(tcfg["seq_len"]))
+        n = len(stream) if limit is None else min(len(stream), max(1, limit // self.cfg.em_iters))
         seq_len, batch = int(tcfg["seq_len"]), int(tcfg["batch_size"])
         rows = [stream[i:min(i + seq_len, n)] for i in range(0, n, seq_len)]
         batches = [_pad(rows[i:i + batch], device) for i in range(0, len(rows), batch)]
-        info = run_em(self.hmm, batches, self.cfg.em_iters, self.cfg.em_pseudocount, tcfg.get("max_seconds"))
+        info = run_em(self.hmm, batches, self.cfg.em_iters, self.cfg.em_pseudocount, budget.seconds)
         info["train_tokens_available"] = int(len(stream))
         return info
 
@@ -376,8 +376,9 @@ class HMMClassifier(NeuralModel):
         k, c = self.cfg.n_states, len(self.hmms)
         return 6 * k * k if self.fitted else c * 6 * k * k
 
-    def fit(self, task, tcfg, device, generator) -> dict:
-        seqs, labels = take_examples(*labeled_sequences(task, "train"), token_budget(tcfg))
+    def fit(self, task, budget, tcfg, device, generator) -> dict:
+        limit = budget.fit_tokens(int(tcfg["batch_size"]) * int(tcfg["seq_len"]))
+        seqs, labels = take_examples(*labeled_sequences(task, "train"), limit)
         batch = int(tcfg["batch_size"])
         classes, total = [], {"tokens": 0, "seconds": 0.0}
         for c, hmm in enumerate(self.hmms):
@@ -386,7 +387,7 @@ class HMMClassifier(NeuralModel):
                 raise UserError(f"class {c} has no training example within the budget; "
                                 "raise train.max_tokens or give every class examples")
             batches = [_pad(mine[i:i + batch], device) for i in range(0, len(mine), batch)]
-            info = run_em(hmm, batches, self.cfg.em_iters, self.cfg.em_pseudocount, tcfg.get("max_seconds"))
+            info = run_em(hmm, batches, self.cfg.em_iters, self.cfg.em_pseudocount, budget.seconds)
             classes.append({"examples": len(mine), "em_iterations": info["em_iterations"],
                             "train_loglik_per_token": info["train_loglik_per_token"][-1]})
             total["tokens"] += info["tokens"]

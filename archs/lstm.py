@@ -31,9 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from archs import TaskSpec, register_arch
-from archs.interface import NeuralLM, NeuralModel
-from harness.errors import UserError
+from archbench import TaskSpec, register_arch
+from archbench.model import NeuralLM, NeuralModel
+from archbench.errors import UserError
 
 ATTN_SCORES = ("dot", "general")
 POOLS = ("mean", "max")

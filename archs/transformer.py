@@ -2,7 +2,7 @@
 by sqrt(d), a bidirectional encoder, a causal decoder with cross-attention, one vocabulary shared by
 source and target with optional shared/tied embedding tables (Press & Wolf 2017).
 
-Kinds: seq2seq (archs/interface.py: encode / decode / forward) and classify, where the encoder
+Kinds: seq2seq (archbench/model.py: encode / decode / forward) and classify, where the encoder
 alone reads the input and a linear layer scores the mean of its real (non-padding) positions.
 
 ``norm_first`` defaults to pre-norm (fairseq's ``--encoder-normalize-before``, tensor2tensor v2),
@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from archs import TaskSpec, register_arch
-from archs.interface import NeuralModel, PlanningBlock, matmul_params
-from archs.transformer_layers import TransformerLayer, attention_flops_per_token, sinusoidal_positions
-from harness.errors import UserError
+from archbench import TaskSpec, register_arch
+from archbench.model import NeuralModel, PlanningBlock, matmul_params
+from archs.layers.blocks import TransformerLayer, attention_flops_per_token, sinusoidal_positions
+from archbench.errors import UserError
 
 
 @dataclass(frozen=True)

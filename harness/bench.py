@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archs.attention import attend, xformers_unavailable_reason
+from archs.layers.attention import attend, xformers_unavailable_reason
 from harness import hardware
 
 LENGTHS = (128, 256, 512, 1024, 2048, 4096)

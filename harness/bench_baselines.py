@@ -32,7 +32,7 @@ import numpy as np
 
 def spliced_corpus(n_words: int, seed: int = 0) -> list[list[str]]:
     """Lines of real sentences, each spliced at a random point with the tail of another one."""
-    from archs.ngram_words import builtin_sentences
+    from tasks.data.word_corpus import builtin_sentences
 
     sents = [s for s in builtin_sentences() if len(s) >= 2]
     rng = np.random.default_rng(seed)
@@ -51,8 +51,8 @@ def spliced_corpus(n_words: int, seed: int = 0) -> list[list[str]]:
 
 
 def bench_ngram(n_words: int, order: int = 5) -> dict:
-    from archs.kneser_ney import KENLM_FALLBACK, estimate
-    from archs.ngram_words import WordVocab
+    from archs.ngram.kneser_ney import KENLM_FALLBACK, estimate
+    from archs.ngram.words import WordVocab
 
     t0 = time.perf_counter()
     corpus = spliced_corpus(n_words)

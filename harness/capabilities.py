@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from archs import ARCHS
-from tasks import TASK_KINDS
+from archbench import ARCHS
+from archbench import TASK_KINDS
 
 
 def unsupported_reason(arch: str, kind: str) -> str:

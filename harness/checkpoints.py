@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from archs import TaskSpec, get_arch
-from harness.errors import UserError
+from archbench import TaskSpec, get_arch
+from archbench.errors import UserError
 
 FORMAT = 1
 

@@ -7,12 +7,12 @@ import os
 import tempfile
 from typing import Any, Mapping
 
-from archs import get_arch
-from archs.attention import BACKENDS, resolve_backend
+from archbench import get_arch
+from archs.layers.attention import BACKENDS, resolve_backend
 from harness import checkpoints
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.hardware import DEVICES, compute_dtype, resolve_device
-from tasks import task_kind
+from archbench import task_kind
 
 POSITIVE_INTS = ("batch_size", "seq_len", "warmup_steps", "eval_batches")
 NON_NEGATIVE_INTS = ("eval_every",)

@@ -6,6 +6,7 @@ peak and so no MFU: never a guess (torchtitan falls back to an A100's peak; we d
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -47,6 +48,17 @@ def resolve_device(name: str) -> torch.device:
 def compute_dtype(device: torch.device) -> torch.dtype:
     """bf16 autocast on GPUs; fp32 on CPU, where bf16 matmul is ~150x slower on this class of machine."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read after it times the work (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The mixed-precision context of a run: torch.autocast to ``dtype`` unless it is fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 
 def device_name(device: torch.device) -> str:

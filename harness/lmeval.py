@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import records
-from harness.errors import UserError, user_errors_exit
+from archbench.errors import UserError, user_errors_exit
 
 BUILTIN_TASK = "archbench_lm"
 DEFAULTS: dict[str, Any] = {

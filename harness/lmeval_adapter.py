@@ -1,7 +1,7 @@
 """Any archbench language model as an lm-eval (EleutherAI lm-evaluation-harness 0.4.x) model.
 
 lm-eval's whole model contract is three methods (lm_eval/api/model.py); this adapter answers them
-through the lm contract of archs/interface.py only, so every arch whose kinds include "lm" (neural or
+through the lm contract of archbench/model.py only, so every arch whose kinds include "lm" (neural or
 count-based) is an lm-eval model with no per-arch code:
 
   loglikelihood          tasks/lm_scoring.continuation_scores (most-context windows; is_greedy from
@@ -24,12 +24,12 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from archs import ARCHS, get_arch
+from archbench import ARCHS, get_arch
 from harness.checkpoints import load_checkpoint, read_checkpoint
-from harness.errors import UserError
-from tasks import build_task
+from archbench.errors import UserError
+from archbench import build_task
 from tasks.lm import DOC_SEPARATOR
-from tasks.lm_scoring import boundary_ids, continuation_scores, rolling_nll
+from tasks.scoring.lm_scoring import boundary_ids, continuation_scores, rolling_nll
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's own default (HFLM)
 GEN_KWARGS = ("until", "max_gen_toks", "max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "num_beams")
@@ -49,7 +49,7 @@ def load_lm_checkpoint(path, device: str | torch.device = "cpu"):
     model, payload = load_checkpoint(path, expect_arch=payload["arch"], device=device)
     if not callable(getattr(model, "target_logprobs", None)):
         raise UserError(f"arch '{arch.name}' cannot score text: its model has no target_logprobs(x, y) "
-                        "(archs/interface.py, kind lm)")
+                        "(archbench/model.py, kind lm)")
     task = build_task(payload["task_config"])
     if getattr(task, "tokenizer", None) is None:
         raise UserError(f"task '{payload['task_config'].get('name')}' of checkpoint '{path}' has no tokenizer to "
@@ -66,7 +66,7 @@ class ArchbenchLM(LM):
                  info: dict[str, Any] | None = None):
         super().__init__()
         if not callable(getattr(model, "target_logprobs", None)):
-            raise UserError(f"{name} cannot score text: its model has no target_logprobs(x, y) (archs/interface.py)")
+            raise UserError(f"{name} cannot score text: its model has no target_logprobs(x, y) (archbench/model.py)")
         if hasattr(model, "eval"):
             model.eval()
         self.model, self.tokenizer, self.seq_len = model, tokenizer, int(seq_len)
@@ -145,7 +145,7 @@ class ArchbenchLM(LM):
 
     def _need_distribution(self, what: str) -> None:
         if not callable(getattr(self.model, "next_token_logprobs", None)):
-            raise UserError(f"{self.name} gives no next-token distribution (next_token_logprobs, archs/interface.py), "
+            raise UserError(f"{self.name} gives no next-token distribution (next_token_logprobs, archbench/model.py), "
                             f"which lm-eval's {what} needs; it can run loglikelihood_rolling tasks only "
                             "(e.g. the default archbench_lm)")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness import report_studies as studies
-from harness.errors import UserError, fail
-from harness.records import iter_records, write_atomic
+from archbench.errors import UserError, fail
+from archbench.record import iter_records, write_atomic
 
 NESTED_AS_JSON = ("curve", "overrides", "config", "budget", "hparams", "fit", "data.documents", "data.tokens",
                   "plan", "traceback")

@@ -297,7 +297,7 @@ def throughput_section(df: pd.DataFrame, out: Path) -> list[str]:
           "evaluation (forward only) timed as a whole over the tokens it scored, in the evaluator's own batches "
           "of 32 windows (so the batch size column is the training batch only). Measured peak memory: see "
           "the environment stamp for what was measured; planned memory: weights + gradients + AdamW + "
-          "activations saved for backward, **counted on the meta device** by harness/plan.py (an exact "
+          "activations saved for backward, **counted on the meta device** by harness/planner.py (an exact "
           "count of the tensors, not a measurement).", ""]
     exps = []
     for (task, arch, size, backend, batch), g in tp.groupby(keys):

@@ -15,14 +15,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from archs import get_arch
-from archs.attention import resolve_backend
+from archbench import get_arch
+from archs.layers.attention import resolve_backend
 from harness import checkpoints, hardware, records
-from harness import plan as planning
+from harness import planner as planning
 from harness.config import validate
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.train import train
-from tasks import build_task, task_kind
+from archbench import build_task, task_kind
 
 
 def seed_everything(seed: int) -> torch.Generator:

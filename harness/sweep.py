@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from harness.errors import UserError, fail
+from archbench.errors import UserError, fail
 
 CONFIG_MODULE = "sweeps"
 # Hydra's own flags: with these the user asks Hydra about the config, no job runs.
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if _state["user_errors"]:
         return UserError.exit_code
     # read outcomes from disk: with a process-pool launcher (joblib, submitit) jobs share no memory
-    from harness.records import read_record, record_path, run_key
+    from archbench.record import read_record, record_path, run_key
 
     statuses = [(read_record(record_path(c["results_dir"], run_key(c))) or {}).get("status") for c in confs]
     return 1 if "failed" in statuses or None in statuses else 0

@@ -15,16 +15,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archs import TaskSpec
-from harness.errors import UserError
-from tasks import register_task
-from tasks.base import Task
-from tasks.examples import EVAL_BATCH, cut_bytes, pad_batch, positive_int_or_none
-from tasks.gettext_catalogs import language_id_examples
-from tasks.metrics import classification_scores
-from tasks.sources import read_rows
-from tasks.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
-from tasks.tokenizers import SPECIALS, build_tokenizer
+from archbench import TaskSpec
+from archbench.errors import UserError
+from archbench import register_task
+from archbench import Task
+from archbench import EVAL_BATCH
+from tasks.data.examples import cut_bytes, pad_batch, positive_int_or_none
+from tasks.data.gettext_catalogs import language_id_examples
+from tasks.scoring.metrics import classification_scores
+from tasks.data.sources import read_rows
+from tasks.data.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.text.tokenizers import SPECIALS, build_tokenizer
 
 SOURCES = ("builtin", "hf", "files")
 
@@ -43,6 +44,7 @@ def _examples(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, str]], str, dict]
     raise UserError(f"unknown task.source '{source}' for task classification; valid: {', '.join(SOURCES)}")
 
 
+@register_task("classification")
 class Classification(Task):
     name = "classification"
     kind = "classify"
@@ -115,15 +117,10 @@ class Classification(Task):
         return torch.cat(preds), nll / n
 
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
-        was_training = model.training
-        model.eval()
         _, val = self._predict(model, "validation", device, limit=max_batches * EVAL_BATCH)
-        if was_training:
-            model.train()
         return val
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
-        model.eval()
         preds, nll = self._predict(model, "test", device)
         gold = self.encoded["test"][1]
         return {**classification_scores(preds.tolist(), gold.tolist()), "test_nll": nll,
@@ -145,8 +142,3 @@ class Classification(Task):
                 "metrics": classification_scores(majority, gold),
                 "about": f"always the most frequent training label ('{self.majority}'; no training)"}},
         }
-
-
-@register_task("classification", kind="classify")
-def build(cfg: Mapping[str, Any], seed: int) -> Classification:
-    return Classification(cfg)

@@ -20,16 +20,16 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from archs import TaskSpec
-from harness.errors import UserError
-from tasks import register_task
-from tasks.base import Task
-from tasks.lm_scoring import boundary_ids, rolling_nll, rolling_scores
-from tasks.python_docs import python_docs_corpus
-from tasks.sources import read_rows
-from tasks.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
-from tasks.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
-from tasks.tokenizers import build_tokenizer
+from archbench import TaskSpec
+from archbench.errors import UserError
+from archbench import register_task
+from archbench import EVAL_BATCH, Task
+from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
+from tasks.data.python_docs import python_docs_corpus
+from tasks.data.sources import read_rows
+from tasks.data.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
+from tasks.data.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
+from tasks.text.tokenizers import build_tokenizer
 
 SOURCES = ("builtin", "synthetic-hmm", "hf", "files")
 DOC_SEPARATOR = SEPARATOR
@@ -58,6 +58,7 @@ def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str,
     return hash_split(docs, valid, test), where, None
 
 
+@register_task("lm")
 class LanguageModeling(Task):
     name = "lm"
     kind = "lm"
@@ -104,7 +105,8 @@ class LanguageModeling(Task):
         logits = model(x)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)), y.numel()
 
-    def _nll(self, model, split: str, device, seq_len: int, max_windows: int | None, batch_size: int = 32):
+    def _nll(self, model, split: str, device, seq_len: int, max_windows: int | None,
+             batch_size: int = EVAL_BATCH):
         """Summed NLL (nats) and target count of the split, scored after a document boundary."""
         ids, n_context = self.scored[split]
         if max_windows is not None:
@@ -112,17 +114,10 @@ class LanguageModeling(Task):
         return rolling_nll(model, ids, n_context, seq_len, device, batch_size)
 
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        total, count = self._nll(model, "validation", device, seq_len, max_windows=max_batches * 32)
-        if was_training:
-            model.train()
+        total, count = self._nll(model, "validation", device, seq_len, max_windows=max_batches * EVAL_BATCH)
         return total / count
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
-        if hasattr(model, "eval"):
-            model.eval()
         ids, n_context = self.scored["test"]
         scores = rolling_scores(model, ids, n_context, seq_len, device)
         nll, n_tokens = scores.total, scores.count
@@ -164,8 +159,3 @@ def _cap_bytes(docs: list[str], cap: int) -> list[str]:
         out.append(d)
         used += n
     return out
-
-
-@register_task("lm", kind="lm")
-def build(cfg: Mapping[str, Any], seed: int) -> LanguageModeling:
-    return LanguageModeling(cfg)

@@ -19,18 +19,19 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from archs import TaskSpec
-from harness.errors import UserError
-from tasks import register_task
-from tasks.base import Task
+from archbench import TaskSpec
+from archbench.errors import UserError
+from archbench import register_task
+from archbench import EVAL_BATCH, Task
 from tasks.lm import LanguageModeling
-from tasks.special_tokens import WithSpecialTokens
+from tasks.text.special_tokens import WithSpecialTokens
 
 IGNORE = -100  # label of a position that is not scored
 EVAL_SEED = 1234
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the chosen tokens; the rest stay as they are
 
 
+@register_task("mlm")
 class MaskedLM(Task):
     name = "mlm"
     kind = "mlm"
@@ -130,7 +131,8 @@ class MaskedLM(Task):
         return loss, b["ids"].numel()  # every input token is read: the unit of throughput
 
     @torch.no_grad()
-    def _score(self, model, split: str, device, seq_len: int, max_examples: int | None, batch_size: int = 32):
+    def _score(self, model, split: str, device, seq_len: int, max_examples: int | None,
+               batch_size: int = EVAL_BATCH):
         self._check_len(split, seq_len)
         stream = self.streams[split]
         step = seq_len - 2 if not self.next_sentence else seq_len - 3
@@ -157,16 +159,11 @@ class MaskedLM(Task):
                 "nsp_count": nsp_count}
 
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
-        was_training = getattr(model, "training", False)
-        model.eval()
-        r = self._score(model, "validation", device, seq_len, max_examples=max_batches * 32)
-        if was_training:
-            model.train()
+        r = self._score(model, "validation", device, seq_len, max_examples=max_batches * EVAL_BATCH)
         # the training objective: masked-token cross-entropy (+ next-sentence cross-entropy)
         return r["nll"] / r["count"] + (r["nsp_nll"] / r["nsp_count"] if r["nsp_count"] else 0.0)
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
-        model.eval()
         r = self._score(model, "test", device, seq_len, max_examples=None)
         out = {"mlm_loss": r["nll"] / r["count"], "mlm_perplexity": math.exp(r["nll"] / r["count"]),
                "mlm_accuracy": r["correct"] / r["count"], "masked_tokens": int(r["count"])}
@@ -180,8 +177,3 @@ class MaskedLM(Task):
         info.update(tokenizer=self.tokenizer.name, vocab_size=self.tokenizer.vocab_size,
                     mask_prob=self.mask_prob, next_sentence=self.next_sentence, eval_seed=EVAL_SEED)
         return info
-
-
-@register_task("mlm", kind="mlm")
-def build(cfg: Mapping[str, Any], seed: int) -> MaskedLM:
-    return MaskedLM(cfg)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from harness.errors import UserError
-from tasks import register_task
-from tasks.examples import positive_int_or_none
-from tasks.gettext_catalogs import translation_pairs
-from tasks.metrics import translation_scores
+from archbench.errors import UserError
+from archbench import register_task
+from tasks.data.examples import positive_int_or_none
+from tasks.data.gettext_catalogs import translation_pairs
+from tasks.scoring.metrics import translation_scores
 from tasks.seq2seq import Seq2SeqTask
-from tasks.sources import read_rows
+from tasks.data.sources import read_rows
 
 SOURCES = ("builtin", "hf", "files")
 
@@ -32,6 +32,7 @@ def _pairs(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, str]], str, dict]:
     raise UserError(f"unknown task.source '{source}' for task mt; valid: {', '.join(SOURCES)}")
 
 
+@register_task("mt")
 class Translation(Seq2SeqTask):
     name = "mt"
     primary_metric = "bleu"
@@ -58,8 +59,3 @@ class Translation(Seq2SeqTask):
         references = [t for _, t in self.splits["test"]]
         return {"copy-source": {"metrics": translation_scores(sources, references),
                                 "about": "the source sentence given as its own translation (no training)"}}
-
-
-@register_task("mt", kind="seq2seq")
-def build(cfg: Mapping[str, Any], seed: int) -> Translation:
-    return Translation(cfg)

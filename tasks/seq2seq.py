@@ -18,12 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archs import TaskSpec
-from tasks.base import Task
-from tasks.decoding import SearchConfig, generate
-from tasks.examples import EVAL_BATCH, pad_batch, positive_int_or_none
-from tasks.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
-from tasks.tokenizers import SPECIALS, build_tokenizer
+from archbench import TaskSpec
+from archbench import Task
+from tasks.scoring.decoding import SearchConfig, generate
+from archbench import EVAL_BATCH
+from tasks.data.examples import pad_batch, positive_int_or_none
+from tasks.data.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.text.tokenizers import SPECIALS, build_tokenizer
 
 
 class Seq2SeqTask(Task, abc.ABC):
@@ -109,12 +110,7 @@ class Seq2SeqTask(Task, abc.ABC):
         return total / count
 
     def validation_loss(self, model, device, seq_len: int, max_batches: int) -> float:
-        was_training = model.training
-        model.eval()
-        val = self._mean_nll(model, "validation", device, limit=max_batches * EVAL_BATCH)
-        if was_training:
-            model.train()
-        return val
+        return self._mean_nll(model, "validation", device, limit=max_batches * EVAL_BATCH)
 
     @torch.no_grad()
     def decode_split(self, model, split: str, device) -> list[str]:
@@ -133,7 +129,6 @@ class Seq2SeqTask(Task, abc.ABC):
         return out
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
-        model.eval()
         sources = [s for s, _ in self.splits["test"]]
         references = [t for _, t in self.splits["test"]]
         hypotheses = self.decode_split(model, "test", device)

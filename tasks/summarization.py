@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from harness.errors import UserError
-from tasks import register_task
-from tasks.examples import cut_bytes, positive_int_or_none
-from tasks.metrics import rouge_scores
-from tasks.python_docs import docstring_summaries
+from archbench.errors import UserError
+from archbench import register_task
+from tasks.data.examples import cut_bytes, positive_int_or_none
+from tasks.scoring.metrics import rouge_scores
+from tasks.data.python_docs import docstring_summaries
 from tasks.seq2seq import Seq2SeqTask
-from tasks.sources import read_rows
+from tasks.data.sources import read_rows
 
 SOURCES = ("builtin", "hf", "files")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
@@ -37,6 +37,7 @@ def _pairs(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, str]], str]:
     raise UserError(f"unknown task.source '{source}' for task summarization; valid: {', '.join(SOURCES)}")
 
 
+@register_task("summarization")
 class Summarization(Seq2SeqTask):
     name = "summarization"
     primary_metric = "rougeL_f1"
@@ -61,8 +62,3 @@ class Summarization(Seq2SeqTask):
         references = [s for _, s in self.splits["test"]]
         return {"lead": {"metrics": rouge_scores([first_sentence(d) for d in documents], references),
                          "about": "the document's first sentence as its summary (no training)"}}
-
-
-@register_task("summarization", kind="seq2seq")
-def build(cfg: Mapping[str, Any], seed: int) -> Summarization:
-    return Summarization(cfg)

@@ -22,9 +22,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from archs import TaskSpec  # noqa: E402
-from tasks import TASK_KINDS, TASKS, register_task  # noqa: E402
-from tasks.base import Task  # noqa: E402
+from archbench import TaskSpec  # noqa: E402
+from archbench import TASK_KINDS, TASKS, register_task  # noqa: E402
+from archbench import Task  # noqa: E402
 
 
 class SyntheticClassify(Task):

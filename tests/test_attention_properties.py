@@ -11,8 +11,8 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from archs import TaskSpec
-from archs.attention import attend, attention_weights
+from archbench import TaskSpec
+from archs.layers.attention import attend, attention_weights
 from archs.bert import BertConfig, BertForMaskedLM
 from archs.gpt import GPT, GPTConfig
 from archs.transformer import EncoderDecoderTransformer, TransformerConfig

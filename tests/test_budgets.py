@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness.config import validate
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.run import apply_flop_budget, given_budget
 from tests.helpers import FAST, compose_conf, run_cli
 

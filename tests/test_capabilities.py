@@ -1,9 +1,9 @@
 import pytest
 
-from archs import ARCHS
+from archbench import ARCHS
 from harness.capabilities import capability_matrix
 from harness.sweep import main
-from tasks import TASK_KINDS
+from archbench import TASK_KINDS
 
 
 def test_every_arch_meets_every_task_with_a_verdict():

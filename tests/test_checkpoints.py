@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from harness.checkpoints import load_checkpoint, read_checkpoint
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.run import run_one
 from tests.helpers import FAST, compose_conf
 
@@ -12,7 +12,7 @@ def test_checkpoint_roundtrip_gives_the_same_model(tmp_path):
     assert rec["status"] == "ok"
     model, payload = load_checkpoint(rec["checkpoint"], expect_arch="gpt")
     assert payload["run_key"] == rec["run_key"] and payload["hparams"]["attention"] == rec["attention_backend"]
-    from tasks import build_task
+    from archbench import build_task
 
     task = build_task(rec["config"]["task"])
     again = task.evaluate(model, torch.device("cpu"), rec["config"]["train"]["seq_len"])

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from archs import TaskSpec
+from archbench import TaskSpec
 from archs.gpt import SIZES, GPT
-from archs.prefix_lm import build_prefix_lm
-from harness.errors import UserError
-from tasks.decoding import SearchConfig, beam_search, generate, greedy
+from archs.layers.prefix_lm import build_prefix_lm
+from archbench.errors import UserError
+from tasks.scoring.decoding import SearchConfig, beam_search, generate, greedy
 
 PAD, BOS, EOS = 3, 4, 5  # 0..2 are ordinary tokens
 V = 6

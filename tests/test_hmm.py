@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from archs.hmm import HMM, HMMClassifier, HMMConfig, run_em
-from harness.errors import UserError
+from archbench.errors import UserError
 from tests.baseline_helpers import LabeledTask
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm", reason="hmmlearn is the reference implementation (test dependency)")
@@ -208,13 +208,13 @@ def test_runs_through_the_harness(tmp_path, training, extra):
 
 
 def test_benchmark_prints_figures(monkeypatch, capsys):
-    import archs.ngram_words
+    import tasks.data.word_corpus
     from harness.bench_baselines import main
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(300)]
     fake = [[words[i] for i in rng.zipf(1.3, size=rng.integers(3, 15)) % 300] for _ in range(3000)]
-    monkeypatch.setattr(archs.ngram_words, "builtin_sentences", lambda: fake)
+    monkeypatch.setattr(tasks.data.word_corpus, "builtin_sentences", lambda: fake)
     monkeypatch.delenv("KENLM_BIN", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")  # no lmplz: the reference timing is skipped
     assert main(["--words", "20000", "--order", "3", "--ks", "4,8"]) == 0

@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.sweep import _compose
 from tests.helpers import FAST, run_cli
 

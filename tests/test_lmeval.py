@@ -10,16 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs import ARCHS, ArchSpec, TaskSpec
-from archs.interface import NeuralLM
+from archbench import ARCHS, ArchSpec, TaskSpec
+from archbench.model import NeuralLM
 from harness.checkpoints import load_checkpoint, save_checkpoint
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.lmeval import BUILTIN_TASK, evaluate_run, main, parse_args
 from harness.run import run_one
-from tasks import build_task
+from archbench import build_task
 from tasks.lm import DOC_SEPARATOR
-from tasks.lm_scoring import boundary_ids, continuation_scores, rolling_nll
-from tasks.tokenizers import ByteTokenizer
+from tasks.scoring.lm_scoring import boundary_ids, continuation_scores, rolling_nll
+from tasks.text.tokenizers import ByteTokenizer
 from tests.helpers import FAST, compose_conf, run_cli
 
 LM_ARCHS = sorted(name for name, spec in ARCHS.items() if "lm" in spec.kinds)

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from archs import TaskSpec, build_model
+from archbench import TaskSpec, build_model
 from archs.lstm import SIZES, LSTMConfig, LSTMLM, embedding_dropout, locked_dropout
-from harness.errors import UserError
+from archbench.errors import UserError
 
 LM_SPEC = TaskSpec("lm", vocab_size=50, max_seq_len=16)
 S2S_SPEC = TaskSpec("seq2seq", vocab_size=40, max_seq_len=16, pad_id=0, bos_id=1, eos_id=2)

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.metrics import classification_scores, rouge_scores, translation_scores
+from tasks.scoring.metrics import classification_scores, rouge_scores, translation_scores
 
 
 def test_translation_scores_are_sacrebleu_on_detokenized_text():

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archs import TaskSpec, build_model
+from archbench import TaskSpec, build_model
 
 SPEC = TaskSpec(kind="lm", vocab_size=256, max_seq_len=32)
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from archs import ARCHS, TaskSpec
+from archbench import ARCHS, TaskSpec
 from archs.gpt import GPT, SIZES as GPT_SIZES
-from harness import plan as planning
+from harness import planner as planning
 from harness.run import run_one
 from harness.sweep import _compose
-from tasks import build_task
+from archbench import build_task
 
 GIB = 2**30
 

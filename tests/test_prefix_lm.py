@@ -2,9 +2,9 @@ from dataclasses import replace
 
 import torch
 
-from archs import TaskSpec
+from archbench import TaskSpec
 from archs.gpt import SIZES, GPT
-from archs.prefix_lm import PrefixLMClassifier, PrefixLMSeq2Seq, build_prefix_lm
+from archs.layers.prefix_lm import PrefixLMClassifier, PrefixLMSeq2Seq, build_prefix_lm
 
 PAD, BOS, EOS = 13, 14, 15
 

@@ -1,8 +1,8 @@
 import pytest
 
-from archs import ARCHS, KINDS, TaskSpec, build_model, get_arch
-from harness.errors import UserError
-from tasks import TASKS, task_kind
+from archbench import ARCHS, KINDS, TaskSpec, build_model, get_arch
+from archbench.errors import UserError
+from archbench import TASKS, task_kind
 
 
 def test_core_archs_registered_with_kinds_and_sizes():

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from archs import TaskSpec, get_arch
+from archbench import TaskSpec, get_arch
 from harness.run import non_embedding_params
 from harness.sweep import preflight
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.synthetic_hmm import StreamOracle, random_hmm, sample_documents
-from tasks.tokenizers import BPETokenizer, ByteTokenizer
+from tasks.data.synthetic_hmm import StreamOracle, random_hmm, sample_documents
+from tasks.text.tokenizers import BPETokenizer, ByteTokenizer
 
 HMM_CFG = {"states": 2, "alphabet": "ab", "concentration": 0.5, "mean_doc_bytes": 3, "seed": 1}
 

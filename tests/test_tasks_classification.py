@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 
 from archs.gpt import SIZES, GPT
-from archs.interface import NeuralModel
-from archs.prefix_lm import build_prefix_lm
-from harness.errors import UserError
+from archbench.model import NeuralModel
+from archs.layers.prefix_lm import build_prefix_lm
+from archbench.errors import UserError
 from harness.train import train
 from taskcfg import task_config
-from tasks import build_task
-from tasks.gettext_catalogs import languages_with_catalogs
+from archbench import build_task
+from tasks.data.gettext_catalogs import languages_with_catalogs
 
 LANGS = ["de", "fr", "sv"]
 needs_catalogs = pytest.mark.skipif(not set(LANGS) <= set(languages_with_catalogs("/usr/share/locale")),

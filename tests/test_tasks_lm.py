@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.errors import UserError
+from archbench.errors import UserError
 from taskcfg import task_config
-from tasks import build_task
+from archbench import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
 PROSE = [f"Paragraph {i}: the module reads {i % 7} files and writes word number {i}." for i in range(200)]

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from archs.gpt import SIZES, GPT
-from archs.prefix_lm import build_prefix_lm
-from harness.errors import UserError
+from archs.layers.prefix_lm import build_prefix_lm
+from archbench.errors import UserError
 from harness.train import train
 from taskcfg import task_config
-from tasks import build_task
-from tasks.gettext_catalogs import languages_with_catalogs
+from archbench import build_task
+from tasks.data.gettext_catalogs import languages_with_catalogs
 
 LOCALE = "/usr/share/locale"
 needs_catalogs = pytest.mark.skipif(not {"de", "fr"} <= set(languages_with_catalogs(LOCALE)),

@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from archs.gpt import SIZES, GPT
-from archs.prefix_lm import build_prefix_lm
-from harness.errors import UserError
+from archs.layers.prefix_lm import build_prefix_lm
+from archbench.errors import UserError
 from harness.train import train
 from taskcfg import task_config
-from tasks import build_task
-from tasks.examples import cut_bytes
-from tasks.metrics import rouge_scores
-from tasks.python_docs import docstring_summaries
+from archbench import build_task
+from tasks.data.examples import cut_bytes
+from tasks.scoring.metrics import rouge_scores
+from tasks.data.python_docs import docstring_summaries
 from tasks.summarization import first_sentence
 
 DOCS = [(f"Open the file number {i} for reading. The handle is closed when the block ends. "

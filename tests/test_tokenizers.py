@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness.errors import UserError
-from tasks.tokenizers import SPECIALS, BPETokenizer, ByteTokenizer, WordTokenizer, build_tokenizer
+from archbench.errors import UserError
+from tasks.text.tokenizers import SPECIALS, BPETokenizer, ByteTokenizer, WordTokenizer, build_tokenizer
 
 TRAIN = [
     "The quick brown fox jumps over the lazy dog. The dog sleeps.",

@@ -12,13 +12,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from archs import ARCHS, TaskSpec
+from archbench import ARCHS, TaskSpec
 from archs.bert import SIZES as BERT_SIZES, BertBackbone, BertClassifier, BertConfig, BertForMaskedLM
 from archs.gpt import GPT, SIZES as GPT_SIZES, GPTConfig
 from archs.transformer import (SIZES as TF_SIZES, EncoderDecoderTransformer, TransformerClassifier,
                                TransformerConfig)
 from harness import checkpoints
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.run import run_one
 from harness.sweep import _compose, main
 from tasks.mlm import IGNORE, MaskedLM
@@ -162,7 +162,7 @@ def test_backends_give_the_same_gpt():
 
 @pytest.mark.parametrize("backend", ["math", "sdpa"])
 def test_attention_dropout_is_unbiased_and_off_in_eval(backend):
-    from archs.attention import attend
+    from archs.layers.attention import attend
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
@@ -200,7 +200,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
 
 def test_rope_scores_depend_only_on_relative_position():
-    from archs.attention import RotaryEmbedding, apply_rotary
+    from archs.layers.attention import RotaryEmbedding, apply_rotary
 
     rope = RotaryEmbedding(8, 32)
     q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)

@@ -57,7 +57,7 @@ def fingerprint(splits: dict[str, Iterable[str]]) -> str:
 
 def check_fractions(valid_frac, test_frac, task: str) -> None:
     """Both fractions in [0, 1) and leaving some data for training."""
-    from harness.errors import UserError
+    from archbench.errors import UserError
 
     for name, v in (("valid_frac", valid_frac), ("test_frac", test_frac)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
@@ -69,7 +69,7 @@ def check_fractions(valid_frac, test_frac, task: str) -> None:
 
 def require_nonempty(splits: dict[str, list], task: str, total: int) -> None:
     """One clear line when a split has no examples (a model cannot be trained or scored on nothing)."""
-    from harness.errors import UserError
+    from archbench.errors import UserError
 
     for name in SPLITS:
         if not splits.get(name):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 FILE_FORMATS = (".jsonl", ".tsv", ".txt")
 Rows = list[dict[str, str]]

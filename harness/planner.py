@@ -17,7 +17,7 @@ MemAvailable on CPU, torch.cuda.mem_get_info on GPU); allocator fragmentation an
 buffers are covered only by that headroom.
 
 A run that does not fit is never materialized. One real layer of the model's repeated block
-(``planning_block()``, archs/interface.py) is built on the device and timed for a forward +
+(``planning_block()``, archbench/model.py) is built on the device and timed for a forward +
 backward at the configured sequence length (with the batch cut so one timing costs at most
 ``BLOCK_FLOP_CAP`` FLOPs, then scaled linearly back to the configured batch), and one AdamW step on
 that layer's parameters is timed. The whole step is estimated as
@@ -39,9 +39,9 @@ from typing import Any
 
 import torch
 
-from archs.interface import matmul_params
+from archbench.model import matmul_params
 from harness import hardware
-from harness.errors import UserError
+from archbench.errors import UserError
 from harness.train import make_optimizer
 
 HEADROOM = 0.9  # the plan fits when it needs at most this share of the available memory

@@ -6,7 +6,7 @@ log p(y_t | the last order-1 tokens of the window), the same windows every arch 
 Classification: one n-gram LM per class over that class's training sequences, and Bayes' rule,
 logit_c = log p(x | c) + log p(c), with p(c) the class frequencies of the training examples.
 
-Both read at most the token budget of the run (archs/fit_budget.py). FLOPs do not describe counting,
+Both read at most the token budget of the run (archbench/budget.py). FLOPs do not describe counting,
 so ``flops_per_token`` is None and MFU stays null. Word-level files and ARPA: archs/ngram_words.py.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from archs import TaskSpec, register_arch
-from archs.backoff_lm import NO_TOKEN, BackoffLM
-from archs.fit_budget import labeled_sequences, take_examples, token_budget
-from archs.kneser_ney import KENLM_FALLBACK, MAX_ORDER, estimate
-from harness.errors import UserError
+from archbench import TaskSpec, register_arch
+from archs.ngram.backoff import NO_TOKEN, BackoffLM
+from archs.layers.fit_data import labeled_sequences, take_examples
+from archs.ngram.kneser_ney import KENLM_FALLBACK, MAX_ORDER, estimate
+from archbench.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,10 @@ class NGramLM(CountModel):
         """Stored numbers (n-gram probabilities and back-off weights); 0 before fitting."""
         return self.lm.num_values() if self.lm is not None else 0
 
-    def fit(self, task, tcfg, device, generator) -> dict:
+    def fit(self, task, budget, tcfg, device, generator) -> dict:
         stream = np.asarray(task.streams["train"], dtype=np.int64)
-        budget = token_budget(tcfg)
-        used = stream[:budget] if budget is not None else stream
+        limit = budget.fit_tokens(int(tcfg["batch_size"]) * int(tcfg["seq_len"]))
+        used = stream[:limit] if limit is not None else stream
         t0 = time.perf_counter()
         self.lm = estimate(used, np.array([len(used)]), order=self.cfg.order, vocab=token_names(self.vocab_size),
                            eos=None, discount_fallback=KENLM_FALLBACK if self.cfg.discount_fallback else None)
@@ -141,8 +141,9 @@ class NGramClassifier(CountModel):
     def num_params(self) -> int:
         return sum(lm.num_values() for lm in self.lms) + (self.num_classes if self.lms else 0)
 
-    def fit(self, task, tcfg, device, generator) -> dict:
-        seqs, labels = take_examples(*labeled_sequences(task, "train"), token_budget(tcfg))
+    def fit(self, task, budget, tcfg, device, generator) -> dict:
+        limit = budget.fit_tokens(int(tcfg["batch_size"]) * int(tcfg["seq_len"]))
+        seqs, labels = take_examples(*labeled_sequences(task, "train"), limit)
         labels_np = np.array(labels)
         t0 = time.perf_counter()
         self.lms, per_class = [], []

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archs.attention import KVCache, MultiHeadAttention
-from harness.errors import UserError
+from archs.layers.attention import KVCache, MultiHeadAttention
+from archbench.errors import UserError
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")

@@ -1,29 +1,25 @@
 """Word-level n-gram modeling on text files, the way KenLM users work: whitespace tokens, one
 sentence a line, ``</s>`` predicted at each line end, unseen test words scored as ``<unk>``.
 
-Also builds a word-level corpus from the builtin English text (CPython docs and docstrings), one
-sentence a line, split deterministically into train/test by sentence hash, so the n-gram can be
-compared with KenLM's ``lmplz`` on real text without downloading anything.
-
 Command line (estimate, score, ARPA in and out)::
 
     python -m archs ngram --train train.txt --test test.txt --order 5 --write-arpa model.arpa
     python -m archs ngram --read-arpa kenlm.arpa --test test.txt
-    python -m archs ngram --make-corpus out_dir/   # the builtin corpus as train.txt / test.txt
+
+The builtin English corpus as such files: ``python -m tasks word-corpus out_dir/`` (tasks/data/word_corpus.py).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from archs.backoff_lm import BackoffLM
-from harness.errors import UserError, user_errors_exit
+from archs.ngram.backoff import BackoffLM
+from archbench.errors import UserError, user_errors_exit
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SPECIAL = {BOS, EOS, UNK}
@@ -84,7 +80,7 @@ class WordVocab:
 
 def estimate_from_sentences(sentences: list[list[str]], order: int, discount_fallback=None) -> BackoffLM:
     """Kneser-Ney model of word sentences, with lmplz's defaults (no fallback discounts unless asked)."""
-    from archs.kneser_ney import estimate
+    from archs.ngram.kneser_ney import estimate
 
     vocab = WordVocab.from_sentences(sentences)
     ids, lengths, _ = vocab.encode(sentences)
@@ -117,40 +113,6 @@ def perplexity(model: BackoffLM, sentences: list[list[str]]) -> dict:
     }
 
 
-# ---------------- builtin word corpus ----------------
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
-_WORD = re.compile(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
-
-
-def builtin_sentences() -> list[list[str]]:
-    """Sentences of the builtin English corpus, tokenized into words and punctuation marks."""
-    from tasks.python_docs import python_docs_corpus
-
-    out = []
-    for doc in python_docs_corpus():
-        for para in re.split(r"\n\s*\n", doc):
-            text = " ".join(para.split())
-            for sent in _SENTENCE_END.split(text):
-                words = _WORD.findall(sent)
-                if words:
-                    out.append(words)
-    return out
-
-
-def write_builtin_corpus(out_dir: str | Path, test_frac: float = 0.05) -> tuple[Path, Path]:
-    """train.txt and test.txt (one sentence a line), split by sentence hash; duplicates kept once."""
-    from tasks.splits import hash_split
-
-    lines = [" ".join(s) for s in builtin_sentences()]
-    splits = hash_split(lines, 0.0, test_frac)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train, test = out / "train.txt", out / "test.txt"
-    train.write_text("\n".join(splits["train"]) + "\n", encoding="utf-8")
-    test.write_text("\n".join(splits["test"]) + "\n", encoding="utf-8")
-    return train, test
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m archs ngram", description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", help="training text: whitespace tokens, one sentence a line")
@@ -160,28 +122,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--read-arpa", help="score with this ARPA model instead of estimating one")
     ap.add_argument("--write-arpa", help="write the estimated model here")
     ap.add_argument("--test", help="text to score (perplexity with and without OOVs)")
-    ap.add_argument("--make-corpus", help="write the builtin word corpus as train.txt/test.txt into this folder")
     args = ap.parse_args(argv)
     with user_errors_exit():
-        if args.make_corpus:
-            train, test = write_builtin_corpus(args.make_corpus)
-            print(f"wrote {train} and {test}")
-            if not (args.train or args.read_arpa):
-                return 0
         if bool(args.train) == bool(args.read_arpa):
             raise UserError("give exactly one of --train FILE (estimate) or --read-arpa FILE (load)")
         if args.read_arpa:
-            from archs.arpa import read_arpa
+            from archs.ngram.arpa import read_arpa
 
             model = read_arpa(args.read_arpa)
         else:
-            from archs.kneser_ney import KENLM_FALLBACK
+            from archs.ngram.kneser_ney import KENLM_FALLBACK
 
             model = estimate_from_sentences(read_token_file(args.train), args.order,
                                             KENLM_FALLBACK if args.discount_fallback else None)
             print(f"estimated order-{model.order} model: n-grams per order {model.counts()}")
         if args.write_arpa:
-            from archs.arpa import write_arpa
+            from archs.ngram.arpa import write_arpa
 
             print(f"wrote {write_arpa(model, args.write_arpa)}")
         if args.test:

@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from archs import TaskSpec
-from archs.interface import NeuralModel
+from archbench import TaskSpec
+from archbench.model import NeuralModel
 
 
 class PrefixLMSeq2Seq(NeuralModel):

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 BACKENDS = ("auto", "math", "sdpa", "xformers")
 RUNNABLE = ("math", "sdpa", "xformers")
@@ -157,7 +157,7 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
     if q.device.type != "meta":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal, scale=scale)
-    # Planning (harness/plan.py) runs models on the meta device, where sdpa falls back to its math
+    # Planning (harness/planner.py) runs models on the meta device, where sdpa falls back to its math
     # decomposition and would save a T x T weight matrix that no fused kernel keeps. Call the fused
     # CPU kernel's meta function instead: it saves what fused kernels save (q, k, v, out, logsumexp).
     if attn_mask is not None and attn_mask.dtype == torch.bool:

@@ -12,7 +12,7 @@ One definition, used by our LM evaluator (tasks/lm.py) and by the lm-eval adapte
 * ``boundary_ids``: a text scored as a document that starts after a document boundary (the separator
   the LM task joins documents with), so its first token is predicted too.
 
-Models are called through the lm contract in archs/interface.py only; both are causal (position t sees
+Models are called through the lm contract in archbench/model.py only; both are causal (position t sees
 x_<=t), which is what makes right-padding a batch of windows of different lengths harmless.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from archbench import EVAL_BATCH
 
 
 def boundary_ids(tokenizer, text: str, boundary: str) -> tuple[torch.Tensor, int]:
@@ -34,7 +36,7 @@ def boundary_ids(tokenizer, text: str, boundary: str) -> tuple[torch.Tensor, int
 
 @torch.no_grad()
 def rolling_nll(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
-                batch_size: int = 32) -> tuple[float, int]:
+                batch_size: int = EVAL_BATCH) -> tuple[float, int]:
     """Summed negative log-likelihood (nats, float64) of ids[n_context:] and how many tokens that is.
 
     ids[:n_context] is context only; every later token is a target. Targets are scored in
@@ -62,7 +64,7 @@ class RollingScores:
 
 @torch.no_grad()
 def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
-                   batch_size: int = 32) -> RollingScores:
+                   batch_size: int = EVAL_BATCH) -> RollingScores:
     """rolling_nll's windows, also summed per window position (for loss-vs-context-position curves)."""
     if ids.dim() != 1:
         raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
@@ -95,7 +97,7 @@ def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, devic
 
 @torch.no_grad()
 def continuation_scores(model, requests: list[tuple[torch.Tensor, int]], seq_len: int, device,
-                        batch_size: int = 32) -> list[tuple[float, bool]]:
+                        batch_size: int = EVAL_BATCH) -> list[tuple[float, bool]]:
     """For each (ids, n_context): (sum of log p over ids[n_context:] in float64, is_greedy).
 
     is_greedy: every continuation token is the argmax of the model's next-token distribution

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 SEPARATOR = "\n\n"  # what the LM task puts between documents (tasks/lm.py DOC_SEPARATOR)
 

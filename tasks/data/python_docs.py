@@ -9,7 +9,7 @@ import functools
 import os
 import sysconfig
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 # Packages whose docstrings are test fixtures, demos or vendored code rather than documentation.
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages",

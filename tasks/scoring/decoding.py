@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import gettext
 import hashlib
 from pathlib import Path
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 ENGLISH = "en"  # the catalogs' message ids are English: "en" names that side of a pair
 CONTEXT_SEPARATOR = "\x04"  # gettext joins msgctxt and msgid with it

@@ -7,9 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
-EVAL_BATCH = 32  # examples per forward pass when scoring
 
 
 def pad_batch(seqs: Sequence[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from harness.errors import UserError
+from archbench.errors import UserError
 
 TOKENIZER_NAMES = ("byte", "word", "bpe")
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -152,7 +152,7 @@ class BPETokenizer(Tokenizer):
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
         tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
         if path is not None:
-            from harness.records import write_atomic
+            from archbench.record import write_atomic
 
             write_atomic(path, tok.to_str())
         return cls(tok, specials)

@@ -1,0 +1,1 @@
+"""Model pieces shared by several architectures: attention, transformer blocks, the prefix LM."""

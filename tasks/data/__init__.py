@@ -1,0 +1,1 @@
+"""Where task data comes from: builtin corpora, files, HF datasets; deterministic splits."""

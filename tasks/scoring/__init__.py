@@ -1,0 +1,1 @@
+"""Scoring shared by tasks: LM log-likelihoods, decoding (greedy, beam), metrics."""

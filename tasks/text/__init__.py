@@ -1,0 +1,1 @@
+"""Text to token ids: byte, word, BPE tokenizers and special-token layouts."""
