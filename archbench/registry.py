@@ -16,6 +16,7 @@ from typing import Any, Callable, Generic, Iterator, TypeVar
 from archbench.errors import UserError
 
 T = TypeVar("T")
+_REQUIRED = object()
 
 
 class Registry(MutableMapping, Generic[T]):
@@ -36,9 +37,12 @@ class Registry(MutableMapping, Generic[T]):
         self._entries[name] = obj
         return obj
 
-    def get(self, name: str) -> T:  # type: ignore[override]
-        """The entry for ``name``; an unknown name is a UserError listing the valid ones."""
+    def get(self, name: str, default: Any = _REQUIRED) -> T:  # type: ignore[override]
+        """The entry for ``name``; an unknown name is a UserError listing the valid ones (or
+        ``default`` when one is given, as for a dict)."""
         if name not in self._entries:
+            if default is not _REQUIRED:
+                return default
             raise UserError(f"unknown {self.what} '{name}'; valid {self.what}s: {', '.join(sorted(self._entries))}")
         return self[name]
 

@@ -84,6 +84,9 @@ SIZES = {
     # AWD-LSTM's Penn Treebank configuration: 3 layers, 400 / 1150 / 1150 / 400, tied
     "large": LSTMConfig(n_layer=3, d_embed=400, d_hidden=1150, dropout=0.4, dropout_input=0.4, dropout_hidden=0.25,
                         dropout_embed=0.1, weight_drop=0.5, tie_embeddings=True),
+    # The CPU scaling ladder (study=scaling, study=context): one layer, d_embed 64, widening d_hidden;
+    # with GPT's s1..s5 it spans ~10k..~400k non-embedding parameters on byte-level text.
+    **{f"h{h}": LSTMConfig(n_layer=1, d_embed=64, d_hidden=h) for h in (32, 64, 128, 224, 320)},
 }
 
 

@@ -1,28 +1,98 @@
-"""Checks on a composed config that Hydra's key checks do not make: types, ranges, registry names,
-a writable results folder. Each failure is one UserError naming the value and the valid choices."""
+"""Composing a run's config and checking it: the one place that turns overrides into a config.
+
+``compose(overrides)`` is what the sweep, the benchmarks and the tests use to get exactly the
+config a job would get. ``validate(conf)`` makes the checks Hydra's key checks do not: types,
+ranges, registry names, the budget (archbench.Budget), a writable results folder. Each failure is
+one UserError naming the value and the valid choices.
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
+from importlib import resources
 from typing import Any, Mapping
 
-from archbench import get_arch
-from archs.layers.attention import BACKENDS, resolve_backend
-from harness import checkpoints
-from archbench.errors import UserError
-from harness.hardware import DEVICES, compute_dtype, resolve_device
-from archbench import task_kind
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from omegaconf import DictConfig, OmegaConf
 
+from archbench import ARCHS, TASKS, Budget, get_arch, task_kind
+from archbench.errors import UserError
+from archs.layers.attention import BACKENDS, resolve_backend
+from harness import checkpoints, plugins
+from harness.hardware import DEVICES, compute_dtype, resolve_device
+
+CONFIG_MODULE = "sweeps"
 POSITIVE_INTS = ("batch_size", "seq_len", "warmup_steps", "eval_batches")
 NON_NEGATIVE_INTS = ("eval_every",)
-OPTIONAL_POSITIVE = {"max_steps": int, "max_tokens": int, "max_seconds": float}
-BUDGET_KEYS = {"tokens": int, "flops": float, "seconds": float}
-# train.<engine name> that mirrors budget.<user name>: both may be set only to the same value
-BUDGET_MIRRORS = {"tokens": "max_tokens", "seconds": "max_seconds"}
 POSITIVE_FLOATS = ("lr", "grad_clip")
 UNIT_FLOATS = ("min_lr_ratio",)
 PLAN_MODES = ("auto", "always")
+
+
+def group_options(group: str) -> list[str]:
+    """The choices of a config group: its YAML files, and the registered plug-ins it generates."""
+    from hydra.core.config_store import ConfigStore
+
+    folder = resources.files(CONFIG_MODULE) / group
+    names = {p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")} if folder.is_dir() else set()
+    registry = {"arch": ARCHS, "task": TASKS}.get(group)
+    stored = {n[:-5] for n in ConfigStore.instance().repo.get(group, {}) if n.endswith(".yaml")}
+    return sorted(names | {n for n in stored if registry is None or n in registry})
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), hydra_cfg: bool = False) -> DictConfig:
+    """The config Hydra composes for these overrides (what a job would get); a bad key, group
+    choice or value is a UserError naming it and the valid choices."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    plugins.load_entry_points()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_cfg)
+    except MissingConfigException as e:
+        raise UserError(_missing_option_message(overrides, e)) from None
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as e:
+        raise UserError(_composition_message(e)) from None
+
+
+def _missing_option_message(overrides, e: Exception) -> str:
+    for ov in overrides:
+        key, _, value = ov.lstrip("+~").partition("=")
+        options = group_options(key)
+        if options and value not in options:
+            return f"unknown {key} '{value}'; valid: {', '.join(options)}"
+    return str(e).splitlines()[0]
+
+
+def _composition_message(e: Exception) -> str:
+    msg = " ".join(str(e).split())
+    m = re.search(r"Could not override '([^']+)'", msg)
+    if m and "+" in msg:  # Hydra's struct check: the key is not declared anywhere in the config
+        key = m.group(1)
+        parent, _, _ = key.rpartition(".")
+        return f"unknown config key '{key}'; valid keys{f' under {parent}' if parent else ''}: {', '.join(_keys_at(parent))}"
+    return msg
+
+
+def _keys_at(parent: str) -> list[str]:
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        base = hydra_compose("config")
+    node = OmegaConf.select(base, parent) if parent else base
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """``compose`` resolved to plain Python containers: the ``conf`` a run receives."""
+    try:
+        return OmegaConf.to_container(compose(overrides), resolve=True)
+    except UserError:
+        raise
+    except Exception as e:  # interpolation errors
+        raise UserError(" ".join(str(e).split())) from None
 
 
 def _is_int(v) -> bool:
@@ -33,7 +103,8 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
+def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
+    """Check a composed config; returns its Budget."""
     arch = get_arch(conf["arch"]["name"])
     hp = arch.hparams(conf["size"], conf["arch"])
     kind = task_kind(conf["task"]["name"])
@@ -56,45 +127,19 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> None:
         checkpoints.check(str(conf["init_from"]), conf["arch"]["name"])
     if not _is_int(conf["seed"]):
         raise UserError(f"seed must be an integer, got {conf['seed']!r}")
-    _validate_budget(conf)
-    _validate_train(conf["train"], has_flops=bool(conf.get("budget", {}).get("flops")))
+    budget = Budget.from_config(conf)
+    _validate_train(conf["train"])
     check_writable(conf["results_dir"])
+    return budget
 
 
-def _validate_budget(conf: Mapping[str, Any]) -> None:
-    budget = conf.get("budget") or {}
-    for k, typ in BUDGET_KEYS.items():
-        v = budget.get(k)
-        if v is None:
-            continue
-        ok = _is_int(v) if typ is int else _is_number(v)
-        if not ok or v <= 0:
-            raise UserError(f"budget.{k} must be a positive {'integer' if typ is int else 'number'} or null, got {v!r}")
-    for k, mirror in BUDGET_MIRRORS.items():
-        user, engine = budget.get(k), conf["train"].get(mirror)
-        if user is not None and engine is not None and user != engine:
-            raise UserError(f"budget.{k}={user!r} and train.{mirror}={engine!r} disagree; set only budget.{k} "
-                            f"(train.{mirror} follows it)")
-
-
-def _validate_train(t: Mapping[str, Any], has_flops: bool = False) -> None:
+def _validate_train(t: Mapping[str, Any]) -> None:
     for k in POSITIVE_INTS:
         if not _is_int(t[k]) or t[k] <= 0:
             raise UserError(f"train.{k} must be a positive integer, got {t[k]!r}")
     for k in NON_NEGATIVE_INTS:
         if not _is_int(t[k]) or t[k] < 0:
             raise UserError(f"train.{k} must be an integer >= 0, got {t[k]!r}")
-    for k, typ in OPTIONAL_POSITIVE.items():
-        v = t[k]
-        if v is None:
-            continue
-        ok = _is_int(v) if typ is int else _is_number(v)
-        if not ok or v <= 0:
-            kind = "a positive integer" if typ is int else "a positive number"
-            raise UserError(f"train.{k} must be {kind} or null, got {v!r}")
-    if all(t[k] is None for k in OPTIONAL_POSITIVE) and not has_flops:
-        raise UserError("no training budget: set at least one of budget.tokens, budget.flops, budget.seconds, "
-                        "train.max_steps")
     for k in POSITIVE_FLOATS:
         if not _is_number(t[k]) or t[k] <= 0:
             raise UserError(f"train.{k} must be a positive number, got {t[k]!r}")

@@ -155,12 +155,23 @@ def peak_memory(device: torch.device, base: int | None = None) -> tuple[int, str
     again when this run touches it)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    hwm = _proc_status_bytes("VmHWM:") if base is not None else None
-    if hwm is not None:
-        return max(0, hwm - base), "rss_high_water_above_run_start"
+    above = peak_memory_above(device, base)
+    if above is not None:
+        return above, "rss_high_water_above_run_start"
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_max_rss"
+
+
+def peak_memory_above(device: torch.device, base: int | None) -> int | None:
+    """Bytes at the peak since reset_peak_memory above the level it returned (``base``): CUDA's peak
+    counter, or on Linux the resident high-water mark; None where neither can be read."""
+    if base is None:
+        return None
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) - base
+    hwm = _proc_status_bytes("VmHWM:")
+    return None if hwm is None else max(0, hwm - base)
 
 
 def git_state() -> dict:

@@ -168,11 +168,6 @@ def _materialize(module: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return real
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_block(model, tcfg, device: torch.device, dtype: torch.dtype, available: int | None) -> dict[str, Any]:
     """Time one real layer of the model's repeated block; see the module docstring for the formula."""
     pb = model.planning_block()
@@ -190,21 +185,21 @@ def time_block(model, tcfg, device: torch.device, dtype: torch.dtype, available:
     times = []
     for i in range(1 + TIMED_REPEATS):
         inputs = pb.make_inputs(timed_batch, seq_len, device)
-        _sync(device)
+        hardware.sync(device)
         t0 = time.perf_counter()
         with autocast:
             out = block(**inputs)
         out.float().sum().backward()
-        _sync(device)
+        hardware.sync(device)
         if i:
             times.append(time.perf_counter() - t0)
     opt = make_optimizer(block, tcfg)  # the engine's optimizer, as the run would step it
     opt_times = []
     for i in range(1 + TIMED_REPEATS):
-        _sync(device)
+        hardware.sync(device)
         t0 = time.perf_counter()
         opt.step()
-        _sync(device)
+        hardware.sync(device)
         if i:
             opt_times.append(time.perf_counter() - t0)
     return {"timed_batch": timed_batch, "seq_len": seq_len, "block_seconds": min(times),

@@ -1,28 +1,33 @@
-"""One run, start to finish: task -> model -> train (or fit) -> evaluate -> measure -> one record.
+"""One run, start to finish: prepare -> build -> train (or fit) -> evaluate -> measure -> one record.
 
-Every arch and task goes through this one path. A run that breaks is written as a ``failed``
-record (the sweep goes on); a user mistake raises UserError before anything is written.
+Every arch and task goes through this one path; each stage fills its typed part of the RunRecord
+(archbench/record.py). A run that breaks is written as a ``failed`` record (the sweep goes on); a
+user mistake raises UserError before anything is written.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import random
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from archbench import get_arch
+from archbench import ArchSpec, Budget, Task, TaskSpec, build_task, check_model, get_arch, task_kind
+from archbench.budget import consumed
+from archbench.errors import UserError
+from archbench.record import DataInfo, Env, RunRecord, Throughput, read_record, record_path, run_key, write_record
 from archs.layers.attention import resolve_backend
-from harness import checkpoints, hardware, records
+from harness import checkpoints, hardware, plugins
 from harness import planner as planning
 from harness.config import validate
-from archbench.errors import UserError
-from harness.train import train
-from archbench import build_task, task_kind
+from harness.evaluate import evaluate
+from harness.train import TrainOutcome, train
+
+NON_EMBEDDING_FORMULA = "params - weights of nn.Embedding modules (None: not a torch module)"
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -30,59 +35,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def _base_record(conf: Mapping[str, Any], key: str, overrides: list[str]) -> dict[str, Any]:
-    return {
-        "schema_version": records.SCHEMA_VERSION,
-        "run_key": key,
-        "status": "failed",
-        "error": None,
-        "arch": conf["arch"]["name"],
-        "size": conf["size"],
-        "task": conf["task"]["name"],
-        "kind": None,
-        "seed": conf["seed"],
-        "params": None,
-        "flops_per_token": None,
-        "tokens_seen": 0,
-        "steps": 0,
-        "budget": given_budget(conf),
-        "metrics": {},
-        "primary_metric": None,
-        "lower_is_better": None,
-        "throughput": {"tokens_per_s": None, "mfu": None, "peak_mem_bytes": None},
-        "data": {},
-        "env": {},
-        "wall_s": None,
-        "overrides": list(overrides),
-        "config": dict(conf),
-        "curve": [],
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def given_budget(conf: Mapping[str, Any]) -> dict[str, Any]:
-    """The limits a run was given, by their user-facing names (sweeps/config.yaml ``budget``)."""
-    b, t = conf.get("budget") or {}, conf["train"]
-    return {"steps": t["max_steps"], "tokens": b.get("tokens") or t["max_tokens"], "flops": b.get("flops"),
-            "seconds": b.get("seconds") or t["max_seconds"]}
-
-
-def apply_flop_budget(tcfg: Mapping[str, Any], budget: dict[str, Any], flops_per_token) -> dict[str, Any]:
-    """A FLOP budget becomes this run's token limit: tokens = floor(budget.flops / flops_per_token),
-    using the arch's own FLOPs per token, so equal-FLOP runs of different archs see different token
-    counts. The tighter of that and budget.tokens is what the engine gets as train.max_tokens."""
-    if not budget.get("flops"):
-        return dict(tcfg)
-    if not flops_per_token:
-        raise UserError("budget.flops needs the arch's flops_per_token, which this model does not state; "
-                        "use budget.tokens or budget.seconds")
-    from_flops = max(1, int(budget["flops"] // flops_per_token))
-    budget["tokens_from_flops"] = from_flops
-    budget["tokens_from_flops_formula"] = "floor(budget.flops / flops_per_token(seq_len))"
-    limit = min(from_flops, int(tcfg["max_tokens"])) if tcfg.get("max_tokens") else from_flops
-    return {**tcfg, "max_tokens": limit}
 
 
 def non_embedding_params(model) -> int | None:
@@ -99,151 +51,184 @@ def non_embedding_params(model) -> int | None:
     return int(model.num_params()) - emb
 
 
-def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, single: bool = True) -> dict[str, Any]:
+@dataclass
+class Prepared:
+    """What the stages after ``prepare`` share: the resolved pieces of one run."""
+
+    conf: Mapping[str, Any]
+    arch: ArchSpec
+    task: Task
+    hparams: Any
+    spec: TaskSpec
+    device: torch.device
+    dtype: torch.dtype
+    generator: torch.Generator
+
+    @property
+    def tcfg(self) -> Mapping[str, Any]:
+        return self.conf["train"]
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.conf["train"]["seq_len"])
+
+
+def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, single: bool = True) -> RunRecord:
     """Run the config and write its record; returns the record (an existing one when skipped)."""
-    overrides = list(overrides or [])
-    arch_spec = get_arch(conf["arch"]["name"])
+    plugins.load(conf.get("plugins"))
+    arch = get_arch(conf["arch"]["name"])
     kind = task_kind(conf["task"]["name"])
-    validate(conf, check_kind=single)
-    key = records.run_key(dict(conf))
+    budget = validate(conf, check_kind=single)
+    key = run_key(dict(conf))
     results_dir = conf["results_dir"]
-    path = records.record_path(results_dir, key)
-    old = records.read_record(path)
+    path = record_path(results_dir, key)
+    old = read_record(path)
     wants_checkpoint = conf.get("checkpoint") and not checkpoints.checkpoint_path(results_dir, key).is_file()
-    if old and old.get("status") == "ok" and not conf["force"] and not wants_checkpoint:
+    if old and old.status == "ok" and not conf["force"] and not wants_checkpoint:
         print(f"skip {conf['arch']['name']}/{conf['size']} {conf['task']['name']} seed={conf['seed']}: "
               f"an ok record exists ({path}); force=true reruns it")
         return old
 
-    rec = _base_record(conf, key, overrides)
-    rec["kind"] = kind
-    if kind not in arch_spec.kinds:  # in a multirun an unsupported pair is recorded, not fatal
-        rec["status"] = "skipped"
-        rec["error"] = f"arch '{arch_spec.name}' does not support task kind '{kind}': " + \
-            arch_spec.unsupported.get(kind, f"it supports {', '.join(arch_spec.kinds)}")
-        records.write_record(results_dir, rec)
-        print(f"skipped {key}: {rec['error']}")
+    rec = RunRecord(run_key=key, arch=arch.name, size=conf["size"], task=conf["task"]["name"], kind=kind,
+                    seed=conf["seed"], budget=budget.record(), overrides=list(overrides or []), config=dict(conf))
+    if kind not in arch.kinds:  # in a multirun an unsupported pair is recorded, not fatal
+        rec.status = "skipped"
+        rec.error = f"arch '{arch.name}' does not support task kind '{kind}': " + \
+            arch.unsupported.get(kind, f"it supports {', '.join(arch.kinds)}")
+        write_record(results_dir, rec)
+        print(f"skipped {key}: {rec.error}")
         return rec
 
     t_start = time.perf_counter()
     try:
-        _execute(conf, rec, arch_spec)
+        execute(conf, rec, arch, budget)
     except UserError:
         raise
     except Exception as e:  # a broken run is a result too: record it and let the sweep go on
-        rec["status"] = "failed"
-        rec["error"] = f"{type(e).__name__}: {e}"
-        rec["traceback"] = traceback.format_exc()
-        print(f"run {key} failed: {rec['error']}")
-    rec["wall_s"] = time.perf_counter() - t_start
-    records.write_record(results_dir, rec)
+        rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
+        rec.traceback = traceback.format_exc()
+        print(f"run {key} failed: {rec.error}")
+    rec.wall_s = time.perf_counter() - t_start
+    write_record(results_dir, rec)
     _print_summary(rec, path)
     return rec
 
 
-def _execute(conf: Mapping[str, Any], rec: dict[str, Any], arch_spec) -> None:
-    tcfg = conf["train"]
+def execute(conf: Mapping[str, Any], rec: RunRecord, arch: ArchSpec, budget: Budget) -> None:
+    """The stages of one run, each filling its part of ``rec``; status is set last."""
+    p = prepare(conf, arch, rec)
+    if not arch.fitted and plan_only(p, rec):
+        return
+    mem_base = hardware.reset_peak_memory(p.device)  # peak memory counts from here: model, training, eval
+    model = build(p, rec)
+    budget = budget.for_model(rec.flops_per_token)
+    outcome = train_or_fit(model, p, budget, rec)
+    train_mem, _ = hardware.peak_memory(p.device, mem_base)  # before the test evaluation (validation included)
+    seconds = rec.throughput.train_seconds or rec.throughput.fit_seconds
+    rec.budget = budget.record(consumed(rec.steps, rec.tokens_seen, seconds, rec.flops_per_token))
+    eval_timing: dict[str, Any] = {}
+    if outcome.status == "ok":
+        rec.metrics, eval_timing = evaluate(p.task, model, p.device, p.seq_len)
+    rec.throughput = measure(p, rec, eval_timing, train_mem, mem_base)
+    if outcome.status == "ok" and conf.get("checkpoint"):
+        rec.checkpoint = str(save(p, rec, model))
+    rec.status, rec.error = outcome.status, outcome.error
+
+
+def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared:
+    """Seed, threads, device, the task's data and the resolved hyperparameters."""
     generator = seed_everything(int(conf["seed"]))
     if conf.get("threads"):
         torch.set_num_threads(int(conf["threads"]))  # recorded below in env.threads
     device = hardware.resolve_device(conf["device"])
     dtype = hardware.compute_dtype(device)
-    rec["env"] = hardware.environment(device)
-    rec["precision"] = str(dtype).replace("torch.", "")
-
-    task = build_task(conf["task"], int(conf["seed"]))
-    rec["data"] = task.data_info()
-    rec["primary_metric"], rec["lower_is_better"] = task.primary_metric, task.lower_is_better
-
-    hp = arch_spec.hparams(conf["size"], conf["arch"])
+    rec.env = Env(**hardware.environment(device))
+    rec.precision = str(dtype).replace("torch.", "")
+    task = build_task(conf["task"])
+    rec.data = DataInfo.from_dict(task.data_info())
+    rec.primary_metric, rec.lower_is_better = task.primary_metric, task.lower_is_better
+    hp = arch.hparams(conf["size"], conf["arch"])
     if any(f.name == "attention" for f in dataclasses.fields(hp)):
         # the one run-time choice an arch cannot make alone: which attention kernel this device runs
-        backend = resolve_backend(conf["attention"], device, dtype)
-        hp = dataclasses.replace(hp, attention=backend)
-        rec["attention_backend"] = backend
-    rec["hparams"] = dataclasses.asdict(hp)
-    seq_len = int(tcfg["seq_len"])
-    spec = task.spec(seq_len)
-    if not arch_spec.fitted:
-        # plan on the meta device first: a run that would not fit is estimated, never allocated
-        plan = planning.plan_memory(arch_spec, task, hp, spec, tcfg, device, dtype, int(conf["seed"]))
-        rec["plan"] = plan.record
-        if conf.get("plan") == "always" or not plan.fits:
-            planning.estimate_speed(plan, tcfg, device, dtype)
-            rec["params"] = int(plan.model.num_params())
-            rec["flops_per_token"] = plan.model.flops_per_token(seq_len)
-            rec["status"] = "planned"
-            print(planning.describe(plan))
-            return
-        del plan
-    mem_base = hardware.reset_peak_memory(device)  # peak memory counts from here: model, training, eval
-    with torch.device(device):  # built where it runs: a large model never passes through host memory
-        model = arch_spec.build(task.kind, hp, spec)
-    if hasattr(model, "to"):
-        model = model.to(device)
-    if conf.get("init_from"):
-        rec["init_from"] = checkpoints.load_into(model, conf["init_from"], arch_spec.name)
-    rec["params"] = int(model.num_params())
-    rec["non_embedding_params"] = non_embedding_params(model)
-    rec["non_embedding_params_formula"] = "params - weights of nn.Embedding modules (None: not a torch module)"
-    rec["flops_per_token"] = model.flops_per_token(seq_len)
-    tcfg = apply_flop_budget(tcfg, rec["budget"], rec["flops_per_token"])
+        hp = dataclasses.replace(hp, attention=resolve_backend(conf["attention"], device, dtype))
+        rec.attention_backend = hp.attention
+    rec.hparams = dataclasses.asdict(hp)
+    spec = task.spec(int(conf["train"]["seq_len"]))
+    return Prepared(conf, arch, task, hp, spec, device, dtype, generator)
 
-    desc = f"{rec['arch']}/{rec['size']} seed={rec['seed']}"
+
+def plan_only(p: Prepared, rec: RunRecord) -> bool:
+    """Plan memory on the meta device; a run that would not fit (or ``plan=always``) is estimated,
+    never allocated, and recorded as ``planned``. True when that is all this run does."""
+    plan = planning.plan_memory(p.arch, p.task, p.hparams, p.spec, p.tcfg, p.device, p.dtype, int(p.conf["seed"]))
+    rec.plan = plan.record
+    if p.conf.get("plan") != "always" and plan.fits:
+        return False
+    planning.estimate_speed(plan, p.tcfg, p.device, p.dtype)
+    rec.params = int(plan.model.num_params())
+    rec.flops_per_token = plan.model.flops_per_token(p.seq_len)
+    rec.status = "planned"
+    print(planning.describe(plan))
+    return True
+
+
+def build(p: Prepared, rec: RunRecord):
+    """The model, built on the device it runs on (a large model never passes through host memory)."""
+    with torch.device(p.device):
+        model = p.arch.build(p.task.kind, p.hparams, p.spec)
+    if hasattr(model, "to"):
+        model = model.to(p.device)
+    check_model(model, p.task.kind, p.arch.name)
+    if p.conf.get("init_from"):
+        rec.init_from = checkpoints.load_into(model, p.conf["init_from"], p.arch.name)
+    rec.params = int(model.num_params())
+    rec.non_embedding_params = non_embedding_params(model)
+    rec.non_embedding_params_formula = NON_EMBEDDING_FORMULA
+    rec.flops_per_token = model.flops_per_token(p.seq_len)
+    return model
+
+
+def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOutcome:
+    """Gradient steps through the one training loop, or the model's own fit (counts, EM)."""
     if getattr(model, "fitted", False):
         t0 = time.perf_counter()
-        fit_info = model.fit(task, tcfg, device, generator)
-        rec["fit"] = fit_info
-        rec["tokens_seen"] = int(fit_info.get("tokens", 0))
-        rec["throughput"]["fit_seconds"] = time.perf_counter() - t0
-        rec["throughput"]["tokens_per_s"] = fit_info.get("tokens_per_s")  # measured by the fit, if it says
-        rec["params"] = int(model.num_params())  # a fitted model's size is known only after fitting
-        rec["stop_reason"] = "fit"
-        status = "ok"
-    else:
-        out = train(model, task, tcfg, device, dtype, generator, desc=desc)
-        rec.update(steps=out.steps, tokens_seen=out.tokens_seen, curve=out.curve, stop_reason=out.stop_reason)
-        rec["throughput"]["tokens_per_s"] = out.tokens_per_s
-        rec["throughput"]["train_seconds"] = out.train_seconds
-        status, rec["error"] = out.status, out.error
-    train_mem, _ = hardware.peak_memory(device, mem_base)  # before the test evaluation (validation passes included)
-    rec["budget"]["consumed"] = {"steps": rec["steps"], "tokens": rec["tokens_seen"],
-                                 "seconds": rec["throughput"].get("train_seconds") or rec["throughput"].get("fit_seconds"),
-                                 "flops": (rec["flops_per_token"] * rec["tokens_seen"]) if rec["flops_per_token"] else None}
-    if status == "ok":
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            rec["metrics"] = task.evaluate(model, device, seq_len)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        eval_s = time.perf_counter() - t0
-        scored = rec["metrics"].get("test_tokens")  # tasks that score tokens say how many
-        rec["throughput"]["eval_seconds"] = eval_s
-        rec["throughput"]["inference_tokens_per_s"] = (scored / eval_s) if scored and eval_s > 0 else None
-    peak, peak_source = hardware.peak_flops(device, dtype)
-    tps, fpt = rec["throughput"]["tokens_per_s"], rec["flops_per_token"]
-    mem, mem_kind = hardware.peak_memory(device, mem_base)
-    rec["throughput"].update(
-        peak_flops=peak, peak_flops_source=peak_source,
-        achieved_flops=(tps * fpt) if (tps and fpt) else None,
-        mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
-        peak_mem_bytes=train_mem, peak_mem_with_eval_bytes=mem, peak_mem_kind=mem_kind,
-    )
-    if status == "ok" and conf.get("checkpoint"):
-        path = checkpoints.checkpoint_path(conf["results_dir"], rec["run_key"])
-        checkpoints.save_checkpoint(path, model, arch=rec["arch"], size=rec["size"], kind=task.kind, hparams=hp,
-                                    task_spec=task.spec(seq_len), run_key=rec["run_key"],
-                                    task_config=dict(conf["task"]))
-        rec["checkpoint"] = str(path)
-    rec["status"] = status
+        rec.fit = model.fit(p.task, budget, p.tcfg, p.device, p.generator)
+        rec.throughput.fit_seconds = time.perf_counter() - t0
+        rec.throughput.tokens_per_s = rec.fit.get("tokens_per_s")  # measured by the fit, if it says
+        rec.tokens_seen = int(rec.fit.get("tokens", 0))
+        rec.params = int(model.num_params())  # a fitted model's size is known only after fitting
+        rec.stop_reason = "fit"
+        return TrainOutcome(status="ok", tokens_seen=rec.tokens_seen, stop_reason="fit")
+    desc = f"{rec.arch}/{rec.size} seed={rec.seed}"
+    out = train(model, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc)
+    rec.steps, rec.tokens_seen, rec.curve, rec.stop_reason = out.steps, out.tokens_seen, out.curve, out.stop_reason
+    rec.throughput.tokens_per_s, rec.throughput.train_seconds = out.tokens_per_s, out.train_seconds
+    return out
 
 
-def _print_summary(rec: dict[str, Any], path) -> None:
-    m = rec.get("metrics") or {}
-    pm = rec.get("primary_metric")
+def measure(p: Prepared, rec: RunRecord, eval_timing: dict[str, Any], train_mem: int, mem_base) -> Throughput:
+    """Throughput, MFU against the device's peak, and peak memory of training and of the whole run."""
+    peak, peak_source = hardware.peak_flops(p.device, p.dtype)
+    tps, fpt = rec.throughput.tokens_per_s, rec.flops_per_token
+    mem, mem_kind = hardware.peak_memory(p.device, mem_base)
+    return dataclasses.replace(
+        rec.throughput, **eval_timing, peak_flops=peak, peak_flops_source=peak_source,
+        achieved_flops=(tps * fpt) if (tps and fpt) else None, mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
+        peak_mem_bytes=train_mem, peak_mem_with_eval_bytes=mem, peak_mem_kind=mem_kind)
+
+
+def save(p: Prepared, rec: RunRecord, model):
+    path = checkpoints.checkpoint_path(p.conf["results_dir"], rec.run_key)
+    return checkpoints.save_checkpoint(path, model, arch=rec.arch, size=rec.size, kind=p.task.kind,
+                                       hparams=p.hparams, task_spec=p.spec, run_key=rec.run_key,
+                                       task_config=dict(p.conf["task"]))
+
+
+def _print_summary(rec: RunRecord, path) -> None:
+    m, pm = rec.metrics or {}, rec.primary_metric
     metric = f"{pm}={m[pm]:.4f}" if pm in m else ""
-    tp = rec["throughput"]
-    tps = f"{tp['tokens_per_s']:.0f} tok/s" if tp.get("tokens_per_s") else ""
-    mfu = f"MFU {100 * tp['mfu']:.1f}%" if tp.get("mfu") else ""
-    parts = [p for p in (rec["status"], metric, f"params={rec['params']:,}" if rec["params"] else "", tps, mfu) if p]
-    print(f"{rec['arch']}/{rec['size']} {rec['task']} seed={rec['seed']}: {' '.join(parts)} -> {path}")
+    tp = rec.throughput
+    tps = f"{tp.tokens_per_s:.0f} tok/s" if tp.tokens_per_s else ""
+    mfu = f"MFU {100 * tp.mfu:.1f}%" if tp.mfu else ""
+    parts = [x for x in (rec.status, metric, f"params={rec.params:,}" if rec.params else "", tps, mfu) if x]
+    print(f"{rec.arch}/{rec.size} {rec.task} seed={rec.seed}: {' '.join(parts)} -> {path}")

@@ -9,20 +9,18 @@ which are skipped when a job fails.
 from __future__ import annotations
 
 import itertools
-import re
 import sys
-from importlib import resources
 from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from archbench.errors import UserError, fail
-
-CONFIG_MODULE = "sweeps"
+from archbench.record import read_record, record_path, run_key
+from harness import plugins
+from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
 # Hydra's own flags: with these the user asks Hydra about the config, no job runs.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
               "--resolve", "--version"}
@@ -30,52 +28,6 @@ MULTIRUN_FLAGS = {"-m", "--multirun"}
 MAX_PREFLIGHT_JOBS = 512
 
 _state: dict[str, Any] = {"results_dirs": set(), "user_errors": []}
-
-
-def group_options(group: str) -> list[str]:
-    folder = resources.files(CONFIG_MODULE) / group
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _compose(overrides: list[str], hydra_cfg: bool = False) -> DictConfig:
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return compose("config", overrides=overrides, return_hydra_config=hydra_cfg)
-    except MissingConfigException as e:
-        raise UserError(_missing_option_message(overrides, e)) from None
-    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as e:
-        raise UserError(_composition_message(e)) from None
-
-
-def _missing_option_message(overrides: list[str], e: Exception) -> str:
-    for ov in overrides:
-        key, _, value = ov.lstrip("+~").partition("=")
-        options = group_options(key)
-        if options and value not in options:
-            return f"unknown {key} '{value}'; valid: {', '.join(options)}"
-    return str(e).splitlines()[0]
-
-
-def _composition_message(e: Exception) -> str:
-    msg = " ".join(str(e).split())
-    m = re.search(r"Could not override '([^']+)'", msg)
-    if m and "+" in msg:  # Hydra's struct check: the key is not declared anywhere in the config
-        key = m.group(1)
-        parent, _, _ = key.rpartition(".")
-        return f"unknown config key '{key}'; valid keys{f' under {parent}' if parent else ''}: {', '.join(_keys_at(parent))}"
-    return msg
-
-
-def _keys_at(parent: str) -> list[str]:
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        base = compose("config")
-    node = OmegaConf.select(base, parent) if parent else base
-    return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
 def _jobs(args: list[str]) -> list[list[str]]:
@@ -90,7 +42,7 @@ def _jobs(args: list[str]) -> list[list[str]]:
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = {o.get_key_element(): [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
               for o in parsed if o.is_sweep_override()}
-    base = _compose([o for o in fixed if not o.startswith("hydra")], hydra_cfg=True)
+    base = compose([o for o in fixed if not o.startswith("hydra")], hydra_cfg=True)
     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
     for key, value in params.items():
         if key in sweeps or any(o.input_line.split("=")[0].lstrip("+~") == key for o in parsed):
@@ -105,17 +57,12 @@ def _jobs(args: list[str]) -> list[list[str]]:
 
 def preflight(args: list[str], multirun: bool) -> list[dict]:
     """Compose and validate every job; returns their resolved configs."""
-    from harness.config import validate
-
+    plugins.load_from_overrides(args)  # before composing: a plug-in may add an arch or task
     jobs = _jobs(args)
     multirun = multirun or len(jobs) > 1
     confs = []
     for overrides in jobs:
-        cfg = _compose(overrides)
-        try:
-            conf = OmegaConf.to_container(cfg, resolve=True)
-        except Exception as e:  # interpolation errors
-            raise UserError(" ".join(str(e).split())) from None
+        conf = compose_dict(overrides)
         validate(conf, check_kind=not multirun)
         confs.append(conf)
     return confs
@@ -166,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if _state["user_errors"]:
         return UserError.exit_code
     # read outcomes from disk: with a process-pool launcher (joblib, submitit) jobs share no memory
-    from archbench.record import read_record, record_path, run_key
-
-    statuses = [(read_record(record_path(c["results_dir"], run_key(c))) or {}).get("status") for c in confs]
+    records = [read_record(record_path(c["results_dir"], run_key(c))) for c in confs]
+    statuses = [r.status if r else None for r in records]
     return 1 if "failed" in statuses or None in statuses else 0
 
 

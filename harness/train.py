@@ -8,7 +8,6 @@ warm-up steps, with the device synchronized before each clock read.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,10 @@ from typing import Any, Mapping
 
 import torch
 from tqdm.auto import tqdm
+
+from archbench import Budget
+from harness import hardware
+from harness.evaluate import evaluation_mode
 
 TIMING_WARMUP_STEPS = 2
 
@@ -30,17 +33,6 @@ class TrainOutcome:
     stop_reason: str = ""
     error: str | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
-
-
-def planned_steps(tcfg: Mapping[str, Any], tokens_per_step: int) -> tuple[int | None, str]:
-    """The schedule's horizon and the budget that sets it: max_steps, or the steps max_tokens
-    allows, whichever is fewer; (None, "max_seconds") when only a time budget is given."""
-    limits = []
-    if tcfg.get("max_steps"):
-        limits.append((int(tcfg["max_steps"]), "max_steps"))
-    if tcfg.get("max_tokens"):
-        limits.append((math.ceil(int(tcfg["max_tokens"]) / tokens_per_step), "max_tokens"))
-    return min(limits) if limits else (None, "max_seconds")
 
 
 def lr_at(step: int, tcfg: Mapping[str, Any], horizon: int | None) -> float:
@@ -66,70 +58,43 @@ def make_optimizer(model: torch.nn.Module, tcfg: Mapping[str, Any]) -> torch.opt
     return torch.optim.AdamW(groups, lr=float(tcfg["lr"]), betas=tuple(tcfg["betas"]), fused=fused)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def train(model, task, tcfg: Mapping[str, Any], device: torch.device, dtype: torch.dtype,
+def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.device, dtype: torch.dtype,
           generator: torch.Generator, desc: str = "") -> TrainOutcome:
+    """Train ``model`` on ``task`` until the first limit of ``budget`` (already resolved for this
+    model's FLOPs per token) is reached; ``tcfg`` holds the optimizer and schedule settings."""
     batch_size, seq_len = int(tcfg["batch_size"]), int(tcfg["seq_len"])
-    horizon, horizon_reason = planned_steps(tcfg, batch_size * seq_len)
-    max_steps = horizon if horizon is not None else math.inf
-    max_seconds = float(tcfg["max_seconds"]) if tcfg.get("max_seconds") else math.inf
+    horizon, horizon_reason = budget.horizon(batch_size * seq_len)
+    limits = (horizon if horizon is not None else math.inf, horizon_reason,
+              float(budget.seconds) if budget.seconds else math.inf)
     eval_every, eval_batches = int(tcfg["eval_every"]), int(tcfg["eval_batches"])
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
-                else contextlib.nullcontext())
-
+    autocast = hardware.autocast(device, dtype)
     opt = make_optimizer(model, tcfg)
     batches = task.train_batches(batch_size, seq_len, generator)
-    out = TrainOutcome(status="ok")
-    timed_tokens, timed_seconds = 0, 0.0
+    out, clock = TrainOutcome(status="ok"), _Clock()
     last_loss = None  # no training step yet
 
     def validate():
-        with autocast:
+        with autocast, evaluation_mode(model):
             val = task.validation_loss(model, device, seq_len, eval_batches)
-        out.curve.append({"step": out.steps, "tokens": out.tokens_seen,
-                          "train_loss": last_loss, "val_loss": val})
+        out.curve.append({"step": out.steps, "tokens": out.tokens_seen, "train_loss": last_loss, "val_loss": val})
         return val
 
     model.train()
     bar = tqdm(total=horizon, desc=desc, disable=not tcfg.get("progress", True), leave=False,
                dynamic_ncols=True, mininterval=1.0)
     try:
-        while True:
-            if out.steps >= max_steps:
-                out.stop_reason = horizon_reason
-                break
-            if out.train_seconds >= max_seconds:
-                out.stop_reason = "max_seconds"
-                break
+        while not _stopped(out, *limits):
             if eval_every and out.steps % eval_every == 0:
                 validate()
             for group in opt.param_groups:
                 group["lr"] = lr_at(out.steps, tcfg, horizon)
             batch = next(batches)
-            _sync(device)
+            hardware.sync(device)
             t0 = time.perf_counter()
-            with autocast:
-                loss, n_tokens = task.loss(model, batch, device)
-            if not torch.isfinite(loss):
-                return _diverged(out, f"loss is {loss.item()} at step {out.steps}", bar)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-            if not torch.isfinite(grad_norm):
-                return _diverged(out, f"gradient norm is {grad_norm.item()} at step {out.steps}", bar)
-            opt.step()
-            last_loss = loss.item()  # also synchronizes with the device
-            dt = time.perf_counter() - t0
-            out.steps += 1
-            out.tokens_seen += n_tokens
-            out.train_seconds += dt
-            if out.steps > TIMING_WARMUP_STEPS:
-                timed_tokens += n_tokens
-                timed_seconds += dt
+            last_loss, n_tokens, why = _step(model, task, opt, batch, device, autocast, float(tcfg["grad_clip"]))
+            if why:
+                return _diverged(out, f"{why} at step {out.steps}", bar)
+            clock.add(out, n_tokens, time.perf_counter() - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
         val = validate()
@@ -137,11 +102,53 @@ def train(model, task, tcfg: Mapping[str, Any], device: torch.device, dtype: tor
             return _diverged(out, f"validation loss is {val}", bar)
     finally:
         bar.close()
-    if timed_seconds > 0:
-        out.tokens_per_s = timed_tokens / timed_seconds
-    elif out.train_seconds > 0:
-        out.tokens_per_s = out.tokens_seen / out.train_seconds
+    out.tokens_per_s = clock.tokens_per_s(out)
     return out
+
+
+def _stopped(out: TrainOutcome, max_steps: float, horizon_reason: str, max_seconds: float) -> bool:
+    """True (and the reason set) once a limit is reached."""
+    if out.steps >= max_steps:
+        out.stop_reason = horizon_reason
+    elif out.train_seconds >= max_seconds:
+        out.stop_reason = "max_seconds"
+    return bool(out.stop_reason)
+
+
+def _step(model, task, opt, batch, device, autocast, grad_clip: float) -> tuple[float | None, int, str | None]:
+    """One optimizer step: (loss, tokens read, None), or (None, tokens, why) when a loss or gradient
+    is not finite (the run has diverged; no update is applied)."""
+    with autocast:
+        loss, n_tokens = task.loss(model, batch, device)
+    if not torch.isfinite(loss):
+        return None, n_tokens, f"loss is {loss.item()}"
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not torch.isfinite(grad_norm):
+        return None, n_tokens, f"gradient norm is {grad_norm.item()}"
+    opt.step()
+    return loss.item(), n_tokens, None  # .item() also synchronizes with the device
+
+
+class _Clock:
+    """Training time and tokens, and the same after the first TIMING_WARMUP_STEPS for tokens/s."""
+
+    def __init__(self):
+        self.tokens, self.seconds = 0, 0.0
+
+    def add(self, out: TrainOutcome, n_tokens: int, dt: float) -> None:
+        out.steps += 1
+        out.tokens_seen += n_tokens
+        out.train_seconds += dt
+        if out.steps > TIMING_WARMUP_STEPS:
+            self.tokens += n_tokens
+            self.seconds += dt
+
+    def tokens_per_s(self, out: TrainOutcome) -> float | None:
+        if self.seconds > 0:
+            return self.tokens / self.seconds
+        return out.tokens_seen / out.train_seconds if out.train_seconds > 0 else None
 
 
 def _diverged(out: TrainOutcome, why: str, bar) -> TrainOutcome:

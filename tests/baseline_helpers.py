@@ -8,12 +8,9 @@ import numpy as np
 
 
 def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from omegaconf import OmegaConf
+    from harness.config import compose_dict
 
-    with initialize_config_module(config_module="sweeps", version_base="1.3"):
-        return OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
+    return compose_dict(overrides)
 
 
 def tiny_text_file(path: Path, n_docs: int = 120) -> Path:

@@ -22,9 +22,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from archbench import TaskSpec  # noqa: E402
-from archbench import TASK_KINDS, TASKS, register_task  # noqa: E402
-from archbench import Task  # noqa: E402
+import harness  # noqa: E402,F401  (registers the built-in archs and tasks)
+from archbench import TASKS, Task, TaskSpec  # noqa: E402
 
 
 class SyntheticClassify(Task):
@@ -37,9 +36,9 @@ class SyntheticClassify(Task):
     lower_is_better = False
     fingerprint = "synthetic"
 
-    def __init__(self, vocab_size: int = 32, num_classes: int = 2):
-        self.vocab_size, self.num_classes = vocab_size, num_classes
-        self.pad_id = vocab_size - 1
+    def __init__(self, cfg=None, num_classes: int = 2):
+        self.vocab_size, self.num_classes = int((cfg or {}).get("vocab_size", 32)), num_classes
+        self.pad_id = self.vocab_size - 1
 
     def spec(self, seq_len):
         return TaskSpec(kind="classify", vocab_size=self.vocab_size, max_seq_len=seq_len,
@@ -78,11 +77,6 @@ class SyntheticClassify(Task):
 @pytest.fixture
 def synthetic_classify():
     """Registers SyntheticClassify (vocab from the task config) for one test, then removes it."""
-
-    @register_task(SyntheticClassify.name, kind="classify")
-    def build(cfg, seed):
-        return SyntheticClassify(vocab_size=int(cfg.get("vocab_size", 32)))
-
+    TASKS.register(SyntheticClassify.name, SyntheticClassify)
     yield SyntheticClassify
     TASKS.pop(SyntheticClassify.name, None)
-    TASK_KINDS.pop(SyntheticClassify.name, None)

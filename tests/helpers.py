@@ -15,9 +15,9 @@ FAST = ["train.max_steps=12", "train.batch_size=4", "train.seq_len=32", "train.e
 
 
 def compose_conf(*overrides: str) -> dict:
-    from harness.sweep import _compose
+    from harness.config import compose_dict
 
-    return OmegaConf.to_container(_compose(list(overrides)), resolve=True)
+    return compose_dict(list(overrides))
 
 
 def run_cli(*args: str, module: str = "harness.sweep", timeout: int = 300) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ from tests.helpers import FAST, compose_conf
 
 
 def test_checkpoint_roundtrip_gives_the_same_model(tmp_path):
-    rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, "checkpoint=true"))
+    rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, "checkpoint=true")).to_dict()
     assert rec["status"] == "ok"
     model, payload = load_checkpoint(rec["checkpoint"], expect_arch="gpt")
     assert payload["run_key"] == rec["run_key"] and payload["hparams"]["attention"] == rec["attention_backend"]
@@ -22,7 +22,7 @@ def test_checkpoint_roundtrip_gives_the_same_model(tmp_path):
 def test_missing_or_mismatched_checkpoint_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_checkpoint(tmp_path / "nope.pt")
-    rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, "arch=lstm", "checkpoint=true"))
+    rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, "arch=lstm", "checkpoint=true")).to_dict()
     with pytest.raises(UserError, match="holds a 'lstm' model, but this run's arch is 'gpt'"):
         load_checkpoint(rec["checkpoint"], expect_arch="gpt")
     junk = tmp_path / "junk.pt"

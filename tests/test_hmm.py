@@ -4,6 +4,8 @@ sampling; the classifier; bad config; runs through the harness (gradient and EM)
 from __future__ import annotations
 
 import numpy as np
+
+from archbench import Budget
 import pytest
 import torch
 
@@ -174,7 +176,7 @@ def test_class_conditional_classifier_with_em():
         data += [t.numpy() for t in toks]
         labels += [c] * n
     model = HMMClassifier(HMMConfig(n_states=2, training="em", em_iters=8, vocab_size=5), num_classes=2)
-    info = model.fit(LabeledTask(data, labels), {"max_tokens": None, "max_steps": None, "batch_size": 16},
+    info = model.fit(LabeledTask(data, labels), Budget(), {"batch_size": 16, "seq_len": 1},
                      torch.device("cpu"), None)
     assert info["examples"] == 45 and model.fitted
     x = torch.as_tensor(np.stack(data))
@@ -196,7 +198,7 @@ def test_runs_through_the_harness(tmp_path, training, extra):
     conf = compose(["arch=hmm", "arch.n_states=8", f"arch.training={training}", "task.source=files",
                     f"task.path={text}", f"results_dir={tmp_path / 'results'}", "report=false",
                     "train.progress=false", "train.eval_every=0", "train.seq_len=32", *extra])
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert rec["status"] == "ok", rec.get("error")
     assert 0 < rec["metrics"]["bits_per_byte"] < 9
     assert rec["flops_per_token"] == (6 * 64 if training == "em" else 6 * 64 + 6 * 8 * 256)
@@ -209,7 +211,7 @@ def test_runs_through_the_harness(tmp_path, training, extra):
 
 def test_benchmark_prints_figures(monkeypatch, capsys):
     import tasks.data.word_corpus
-    from harness.bench_baselines import main
+    from harness.bench.baselines import main
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(300)]

@@ -6,13 +6,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from archbench.errors import UserError
-from harness.sweep import _compose
+from harness.config import compose as _compose_cfg
 from tests.helpers import FAST, run_cli
 
 
 @pytest.mark.parametrize("launcher", ["submitit_slurm", "slurm"])
 def test_slurm_launcher_config_composes_and_validates(launcher):
-    cfg = _compose(["study=scaling", f"hydra/launcher={launcher}", "hydra.launcher.partition=gpu",
+    cfg = _compose_cfg(["study=scaling", f"hydra/launcher={launcher}", "hydra.launcher.partition=gpu",
                     "hydra.launcher.timeout_min=30"], hydra_cfg=True)
     hl = cfg.hydra.launcher
     assert hl._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
@@ -22,7 +22,7 @@ def test_slurm_launcher_config_composes_and_validates(launcher):
 
 def test_slurm_launcher_rejects_a_mistyped_key():
     with pytest.raises(UserError):
-        _compose(["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=soon"], hydra_cfg=True)
+        _compose_cfg(["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=soon"], hydra_cfg=True)
 
 
 def test_joblib_launcher_runs_a_real_two_job_multirun(tmp_path):

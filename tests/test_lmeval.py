@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 from archbench import ARCHS, ArchSpec, TaskSpec
 from archbench.model import NeuralLM
-from harness.checkpoints import load_checkpoint, save_checkpoint
+from archbench import build_task
 from archbench.errors import UserError
+from harness.checkpoints import load_checkpoint, save_checkpoint
 from harness.lmeval import BUILTIN_TASK, evaluate_run, main, parse_args
 from harness.run import run_one
-from archbench import build_task
 from tasks.lm import DOC_SEPARATOR
 from tasks.scoring.lm_scoring import boundary_ids, continuation_scores, rolling_nll
 from tasks.text.tokenizers import ByteTokenizer
@@ -41,7 +41,7 @@ def one_thread():
 def runs(tmp_path_factory, one_thread):
     """One tiny trained, checkpointed run per LM arch, shared by every test here."""
     results = tmp_path_factory.mktemp("lmeval")
-    return results, {a: run_one(compose_conf(f"results_dir={results}", f"arch={a}", *TINY)) for a in LM_ARCHS}
+    return results, {a: run_one(compose_conf(f"results_dir={results}", f"arch={a}", *TINY)).to_dict() for a in LM_ARCHS}
 
 
 def _checkpointed(runs, arch):
@@ -56,7 +56,7 @@ def _checkpointed(runs, arch):
 
 
 def _lm(rec, batch_size=32):
-    from harness.lmeval_adapter import ArchbenchLM, load_lm_checkpoint
+    from harness.lmeval.model import ArchbenchLM, load_lm_checkpoint
 
     model, payload, task = load_lm_checkpoint(rec["checkpoint"])
     return ArchbenchLM(model, task.tokenizer, payload["task_spec"]["max_seq_len"], "cpu", batch_size), model, task
@@ -74,7 +74,7 @@ def test_lmeval_bits_per_byte_equals_our_evaluator(runs, arch):
     before = dict(rec["metrics"])
     new, path, scores = evaluate_run(parse_args([f"run={rec['run_key']}", f"results_dir={results}", "device=cpu"]))
 
-    # our evaluator: the LM test metric, defined through the shared scoring function (tasks/lm_scoring.py)
+    # our evaluator: the LM test metric, defined through the shared scoring function (tasks/scoring/lm_scoring.py)
     model, payload = load_checkpoint(rec["checkpoint"])
     task = build_task(payload["task_config"])
     text = DOC_SEPARATOR.join(task.splits["test"])
@@ -184,7 +184,7 @@ class ScoreOnlyLM:
 
 
 def _cycle_lm(seq_len=8, batch_size=2, model=None):
-    from harness.lmeval_adapter import ArchbenchLM
+    from harness.lmeval.model import ArchbenchLM
 
     return ArchbenchLM(model or CycleLM(), ByteTokenizer(), seq_len, "cpu", batch_size, name="cycle")
 
@@ -305,7 +305,7 @@ def test_run_can_be_named_by_its_hydra_job_folder_and_lm_eval_can_build_the_mode
     from omegaconf import OmegaConf
 
     from harness.lmeval import resolve_run
-    from harness.lmeval_adapter import ArchbenchLM
+    from harness.lmeval.model import ArchbenchLM
 
     results, rec = _checkpointed(runs, "gpt")
     job = tmp_path / "job"

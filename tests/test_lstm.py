@@ -155,7 +155,7 @@ def test_lm_runs_through_the_harness(tmp_path):
     conf = compose(["arch=lstm", "size=large", "arch.d_hidden=32", "arch.d_embed=16", "task.source=files",
                     f"task.path={text}", f"results_dir={tmp_path / 'results'}", "report=false",
                     "train.progress=false", "train.max_steps=3", "train.eval_every=0", "train.seq_len=32"])
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert rec["status"] == "ok", rec.get("error")
     assert rec["steps"] == 3 and rec["hparams"]["weight_drop"] == 0.5
     assert rec["flops_per_token"] > 0 and 0 < rec["metrics"]["bits_per_byte"] < 12

@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from archbench import Budget
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -353,7 +355,7 @@ def test_classifier_is_bayes_rule_over_class_lms():
     a = [rng.choice([0, 1], size=8) for _ in range(30)]  # class 0 uses tokens 0/1
     b = [rng.choice([2, 3], size=8) for _ in range(10)]  # class 1 uses tokens 2/3, rarer
     model = NGramClassifier(NGramConfig(order=2), vocab_size=4, num_classes=2)
-    info = model.fit(LabeledTask(a + b, [0] * 30 + [1] * 10), {"max_tokens": None, "max_steps": None},
+    info = model.fit(LabeledTask(a + b, [0] * 30 + [1] * 10), Budget(), {"batch_size": 1, "seq_len": 1},
                      torch.device("cpu"), None)
     assert info["examples"] == 40 and info["tokens"] == 320
     x = torch.tensor(np.stack([a[0], b[0], np.array([0, 1, 0, 2, 3, 2, 0, 0])]))
@@ -380,7 +382,7 @@ def test_runs_through_the_harness(tmp_path):
     text = tiny_text_file(tmp_path / "docs.txt")
     conf = compose(["arch=ngram", "size=4gram", "task.source=files", f"task.path={text}",
                     f"results_dir={tmp_path / 'results'}", "report=false", "train.progress=false"])
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert rec["status"] == "ok", rec.get("error")
     assert rec["flops_per_token"] is None and rec["throughput"]["mfu"] is None
     assert rec["params"] > 0 and rec["fit"]["tokens"] == rec["tokens_seen"] > 0

@@ -10,13 +10,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from archbench import ARCHS, TaskSpec
 from archs.gpt import GPT, SIZES as GPT_SIZES
+from tests.helpers import compose_conf
 from harness import planner as planning
 from harness.run import run_one
-from harness.sweep import _compose
 from archbench import build_task
 
 GIB = 2**30
@@ -32,14 +31,12 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
-def compose(*overrides) -> dict:
-    return OmegaConf.to_container(_compose(list(overrides)), resolve=True)
 
 
 def lm_task(corpus, name="lm"):
-    cfg = compose(f"task={name}")["task"]  # every declared key, as a run gets them
+    cfg = compose_conf(f"task={name}")["task"]  # every declared key, as a run gets them
     cfg.update(source="files", path=corpus, cache_dir=None)
-    return build_task(cfg, 0)
+    return build_task(cfg)
 
 
 @pytest.fixture
@@ -122,9 +119,9 @@ def test_run_that_does_not_fit_is_planned_and_never_built_for_real(corpus, tmp_p
         return real_build(kind, hp, spec)
 
     monkeypatch.setitem(ARCHS, "gpt", dataclasses.replace(ARCHS["gpt"], build=spy))
-    conf = compose("arch=gpt", "size=tiny", "task.source=files", f"task.path={corpus}", "train.batch_size=2",
+    conf = compose_conf("arch=gpt", "size=tiny", "task.source=files", f"task.path={corpus}", "train.batch_size=2",
                    "train.seq_len=32", "report=false", f"results_dir={tmp_path}")
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert devices == ["meta"]
     assert rec["status"] == "planned" and rec["steps"] == 0 and rec["metrics"] == {}
     assert rec["throughput"]["tokens_per_s"] is None and rec["throughput"]["mfu"] is None  # nothing measured
@@ -136,9 +133,9 @@ def test_run_that_does_not_fit_is_planned_and_never_built_for_real(corpus, tmp_p
 
 
 def test_planned_gpt_times_one_real_layer(corpus, tmp_path, memory):
-    conf = compose("arch=gpt", "size=tiny", "plan=always", "task.source=files", f"task.path={corpus}",
+    conf = compose_conf("arch=gpt", "size=tiny", "plan=always", "task.source=files", f"task.path={corpus}",
                    "train.batch_size=2", "train.seq_len=32", "report=false", f"results_dir={tmp_path}")
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert rec["status"] == "planned" and rec["plan"]["fits"] is True
     speed = rec["plan"]["speed"]
     assert speed["estimate"] is True and speed["method"] == "timed one layer"
@@ -152,9 +149,9 @@ def test_planned_gpt_times_one_real_layer(corpus, tmp_path, memory):
 
 
 def test_plan_always_estimates_even_when_it_fits(corpus, tmp_path, memory):
-    conf = compose("arch=lstm", "size=tiny", "plan=always", "task.source=files", f"task.path={corpus}",
+    conf = compose_conf("arch=lstm", "size=tiny", "plan=always", "task.source=files", f"task.path={corpus}",
                    "train.batch_size=2", "train.seq_len=16", "report=false", f"results_dir={tmp_path}")
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert rec["status"] == "planned" and rec["plan"]["fits"] is True
     speed = rec["plan"]["speed"]  # the LSTM names no planning block: a peak bound, no MFU estimate
     assert speed["method"] == "peak bound" and speed["mfu"] is None and speed["step_seconds"] > 0
@@ -163,7 +160,7 @@ def test_plan_always_estimates_even_when_it_fits(corpus, tmp_path, memory):
 def test_timed_batch_is_cut_to_the_flop_cap(monkeypatch):
     monkeypatch.setattr(planning, "BLOCK_FLOP_CAP", 1.0)
     model = GPT(replace(ARCHS["gpt"].sizes["tiny"], vocab_size=50, block_size=16))
-    tcfg = compose()["train"] | {"batch_size": 8, "seq_len": 16}
+    tcfg = compose_conf()["train"] | {"batch_size": 8, "seq_len": 16}
     out = planning.time_block(model, tcfg, torch.device("cpu"), torch.float32, None)
     assert out["timed_batch"] == 1 and len(out["block_seconds_all"]) == planning.TIMED_REPEATS
 
@@ -171,7 +168,7 @@ def test_timed_batch_is_cut_to_the_flop_cap(monkeypatch):
 def test_every_size_of_every_arch_can_be_planned(corpus, memory, synthetic_classify):
     """The guard covers every preset of every gradient-trained arch: each builds on meta, counts its
     activations through a task of a kind it serves, and gets a verdict."""
-    tasks = {"lm": lm_task(corpus), "mlm": lm_task(corpus, "mlm"), "classify": synthetic_classify(vocab_size=300)}
+    tasks = {"lm": lm_task(corpus), "mlm": lm_task(corpus, "mlm"), "classify": synthetic_classify({"vocab_size": 300})}
     tcfg = {"batch_size": 2, "seq_len": 32}
     planned = set()
     for name, arch in ARCHS.items():

@@ -1,8 +1,8 @@
 import pytest
 
-from archbench import ARCHS, KINDS, TaskSpec, build_model, get_arch
+import harness  # noqa: F401  (registers the built-ins)
+from archbench import ARCHS, KINDS, TASKS, TaskSpec, build_model, get_arch, task_kind
 from archbench.errors import UserError
-from archbench import TASKS, task_kind
 
 
 def test_core_archs_registered_with_kinds_and_sizes():
@@ -14,7 +14,7 @@ def test_core_archs_registered_with_kinds_and_sizes():
 
 
 def test_every_arch_has_a_yaml_and_every_yaml_an_arch():
-    from harness.sweep import group_options
+    from harness.config import group_options
 
     assert set(group_options("arch")) == set(ARCHS)
     assert set(group_options("task")) == set(TASKS)
@@ -53,3 +53,77 @@ def test_task_registry_knows_kinds_without_building_data():
     assert task_kind("lm") == "lm"
     with pytest.raises(UserError, match="unknown task 'nope'; valid tasks: .*lm"):
         task_kind("nope")
+
+
+# Hyperparameters a run derives rather than the user: the vocabulary and context length come from
+# the task and train.seq_len, the attention kernel from the top-level ``attention`` key.
+RUN_DERIVED = {"vocab_size", "block_size", "max_positions", "attention"}
+
+
+def test_arch_yaml_declares_exactly_the_hyperparameters_of_the_arch():
+    """sweeps/arch/<name>.yaml declares ``name`` and every field of the arch's hyperparameter
+    dataclass as null (= from the size preset): a field added to the dataclass without the YAML
+    could not be overridden, and a YAML key the dataclass lacks would be rejected at run time."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from tests.helpers import ROOT
+
+    for name, spec in ARCHS.items():
+        path = ROOT / "sweeps" / "arch" / f"{name}.yaml"
+        declared = OmegaConf.to_container(OmegaConf.load(path))
+        fields = {f.name for f in dataclasses.fields(next(iter(spec.sizes.values())))} - RUN_DERIVED
+        assert declared.pop("name") == name
+        assert set(declared) == fields, f"{path.name}: missing {fields - set(declared)}, extra {set(declared) - fields}"
+        assert all(v is None for v in declared.values()), f"{path.name}: every hyperparameter is null (preset)"
+
+
+def test_plugin_arch_from_outside_the_repo_runs_like_a_builtin(tmp_path):
+    """A .py file in a temporary folder that imports only archbench registers an arch; plugins=[file]
+    makes arch=<it> compose (a generated config node), validate and run through the one engine."""
+    import json
+
+    from tests.helpers import FAST, run_cli
+
+    plugin = tmp_path / "plug" / "bigram_arch.py"
+    plugin.parent.mkdir()
+    plugin.write_text('''
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from archbench import NeuralLM, TaskSpec, register_arch
+
+
+@dataclass(frozen=True)
+class BigramConfig:
+    vocab_size: int | None = None
+
+
+class Bigram(NeuralLM):
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.table = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx):
+        return self.table(idx)
+
+    def flops_per_token(self, seq_len):
+        return 6 * self.table.weight.shape[1]
+
+
+@register_arch("bigram_plugin", kinds=("lm",), sizes={"tiny": BigramConfig()})
+def build(kind: str, hp: BigramConfig, task: TaskSpec):
+    return Bigram(hp.vocab_size or task.vocab_size)
+''')
+    results = tmp_path / "results"
+    proc = run_cli(f"plugins=[{plugin}]", "arch=bigram_plugin", f"results_dir={results}", *FAST)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (rec,) = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
+    assert rec["arch"] == "bigram_plugin" and rec["status"] == "ok" and rec["metrics"]["bits_per_byte"] > 0
+    assert rec["params"] == 256 * 256  # byte-level vocabulary
+
+    bad = run_cli(f"plugins=[{tmp_path / 'nope.py'}]", f"results_dir={results}", *FAST)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: plug-in file")

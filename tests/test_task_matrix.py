@@ -6,7 +6,7 @@ import pytest
 
 from harness.capabilities import capability_matrix
 from harness.run import run_one
-from harness.sweep import _compose
+from harness.config import compose as _compose_cfg
 from omegaconf import OmegaConf
 
 SMALL_DATA = {
@@ -24,8 +24,8 @@ def test_supported_cell_trains_and_evaluates(arch, task, tmp_path):
     overrides = [f"arch={arch}", f"task={task}", f"results_dir={tmp_path}", "report=false", "train.max_steps=2",
                  "train.batch_size=4", "train.seq_len=32", "train.warmup_steps=1", "train.eval_every=0",
                  "train.eval_batches=1", "train.progress=false", *SMALL_DATA[task]]
-    conf = OmegaConf.to_container(_compose(overrides), resolve=True)
-    rec = run_one(conf, overrides)
+    conf = OmegaConf.to_container(_compose_cfg(overrides), resolve=True)
+    rec = run_one(conf, overrides).to_dict()
     assert rec["status"] == "ok", rec.get("traceback") or rec["error"]
     assert math.isfinite(rec["metrics"][rec["primary_metric"]])
     assert len(rec["data"]["fingerprint"]) == 64

@@ -10,6 +10,7 @@ from archs.gpt import SIZES, GPT
 from archbench.model import NeuralModel
 from archs.layers.prefix_lm import build_prefix_lm
 from archbench.errors import UserError
+from archbench import Budget
 from harness.train import train
 from taskcfg import task_config
 from archbench import build_task
@@ -80,7 +81,9 @@ def test_a_small_classifier_learns_language_id(language_id):
     torch.manual_seed(0)
     spec = task.spec(64)
     model = MeanBytes(spec.vocab_size, spec.num_classes)
-    out = train(model, task, train_cfg(60), torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+    tcfg = train_cfg(60)
+    out = train(model, task, tcfg, Budget.from_config({"train": tcfg}), torch.device("cpu"), torch.float32,
+                torch.Generator().manual_seed(0))
     assert out.status == "ok"
     metrics = task.evaluate(model, torch.device("cpu"), 64)
     majority = task.data_info()["reference_rows"]["majority"]["metrics"]["accuracy"]
@@ -96,7 +99,9 @@ def test_prefix_lm_gpt_classifies(language_id):
     model = build_prefix_lm("classify", spec, lambda s: GPT(replace(
         SIZES["tiny"], n_layer=1, d_model=32, n_head=2, vocab_size=s.vocab_size, block_size=s.max_seq_len,
         attention="sdpa")))
-    out = train(model, task, train_cfg(2), torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+    tcfg = train_cfg(2)
+    out = train(model, task, tcfg, Budget.from_config({"train": tcfg}), torch.device("cpu"), torch.float32,
+                torch.Generator().manual_seed(0))
     assert out.status == "ok"
     assert set(task.evaluate(model, torch.device("cpu"), 64)) >= {"accuracy", "macro_f1", "test_nll"}
 

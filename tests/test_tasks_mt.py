@@ -9,6 +9,7 @@ import torch
 from archs.gpt import SIZES, GPT
 from archs.layers.prefix_lm import build_prefix_lm
 from archbench.errors import UserError
+from archbench import Budget
 from harness.train import train
 from taskcfg import task_config
 from archbench import build_task
@@ -100,7 +101,8 @@ def test_prefix_lm_gpt_trains_and_translates(tmp_path, tokenizer, beam):
                                                                                ("<pad>", "<bos>", "<eos>")])
     torch.manual_seed(0)
     model = build_prefix_lm("seq2seq", spec, tiny_gpt)
-    out = train(model, task, TRAIN_CFG, torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+    out = train(model, task, TRAIN_CFG, Budget.from_config({"train": TRAIN_CFG}), torch.device("cpu"), torch.float32,
+                torch.Generator().manual_seed(0))
     assert out.status == "ok" and out.steps == 3
     metrics = task.evaluate(model, torch.device("cpu"), 64)
     assert set(metrics) >= {"bleu", "chrf", "test_token_nll", "test_examples"}

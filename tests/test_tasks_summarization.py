@@ -7,6 +7,7 @@ import torch
 from archs.gpt import SIZES, GPT
 from archs.layers.prefix_lm import build_prefix_lm
 from archbench.errors import UserError
+from archbench import Budget
 from harness.train import train
 from taskcfg import task_config
 from archbench import build_task
@@ -57,7 +58,8 @@ def test_files_pairs_lead_reference_and_training(tmp_path):
     cfg = dict(batch_size=8, seq_len=64, max_steps=2, max_tokens=None, max_seconds=None, lr=3e-3, min_lr_ratio=0.1,
                warmup_steps=1, weight_decay=0.1, betas=[0.9, 0.95], grad_clip=1.0, eval_every=1, eval_batches=1,
                progress=False)
-    out = train(model, task, cfg, torch.device("cpu"), torch.float32, torch.Generator().manual_seed(0))
+    out = train(model, task, cfg, Budget.from_config({"train": cfg}), torch.device("cpu"), torch.float32,
+                torch.Generator().manual_seed(0))
     assert out.status == "ok" and len(out.curve) == 3
     metrics = task.evaluate(model, torch.device("cpu"), 64)
     assert set(metrics) >= {"rouge1_f1", "rouge2_f1", "rougeL_f1", "test_token_nll"}

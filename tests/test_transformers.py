@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from archbench import ARCHS, TaskSpec
 from archs.bert import SIZES as BERT_SIZES, BertBackbone, BertClassifier, BertConfig, BertForMaskedLM
@@ -20,8 +19,9 @@ from archs.transformer import (SIZES as TF_SIZES, EncoderDecoderTransformer, Tra
 from harness import checkpoints
 from archbench.errors import UserError
 from harness.run import run_one
-from harness.sweep import _compose, main
+from harness.sweep import main
 from tasks.mlm import IGNORE, MaskedLM
+from tests.helpers import compose_conf
 
 
 def on_meta(cls, *args):
@@ -294,8 +294,6 @@ def corpus(tmp_path_factory):
 
 
 def mlm_cfg(corpus, **kw):
-    from tests.helpers import compose_conf
-
     cfg = compose_conf("task=mlm")["task"]  # every declared key, as a run gets them
     cfg.update({"source": "files", "path": corpus, "cache_dir": None}, **kw)
     return cfg
@@ -343,25 +341,21 @@ def test_mlm_evaluation_is_fixed_and_validation_matches_the_training_objective(c
     assert n == 4 * 24 and torch.isfinite(loss)
 
 
-def compose(*overrides) -> dict:
-    return OmegaConf.to_container(_compose(list(overrides)), resolve=True)
-
-
 def test_mlm_pretrain_then_classification_finetune_from_its_checkpoint(corpus, tmp_path, synthetic_classify):
     common = ["arch=bert", "size=tiny", "train.max_steps=6", "train.batch_size=4", "train.seq_len=32",
               "train.eval_every=0", "train.eval_batches=1", "train.progress=false", "report=false",
               f"results_dir={tmp_path}"]
-    conf = compose(*common, "task=mlm", "task.source=files", f"task.path={corpus}", "task.next_sentence=true",
+    conf = compose_conf(*common, "task=mlm", "task.source=files", f"task.path={corpus}", "task.next_sentence=true",
                    "checkpoint=true")
-    rec = run_one(conf)
+    rec = run_one(conf).to_dict()
     assert rec["status"] == "ok" and rec["kind"] == "mlm" and rec["attention_backend"] == "sdpa"  # auto on a CPU
     assert {"mlm_loss", "mlm_accuracy", "nsp_accuracy"} <= set(rec["metrics"])
     path = checkpoints.checkpoint_path(tmp_path, rec["run_key"])
     assert rec["checkpoint"] == str(path) and path.is_file()
 
-    conf = compose(*common, f"init_from={path}")
+    conf = compose_conf(*common, f"init_from={path}")
     conf["task"] = {"name": synthetic_classify.name, "vocab_size": 260}  # the MLM tokenizer's vocabulary
-    rec2 = run_one(conf)
+    rec2 = run_one(conf).to_dict()
     assert rec2["status"] == "ok" and rec2["kind"] == "classify"
     info = rec2["init_from"]
     model = BertClassifier(BertConfig(n_layer=2, n_head=2, d_model=128, vocab_size=260, max_positions=32), 2)

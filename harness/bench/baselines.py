@@ -1,4 +1,4 @@
-"""Benchmarks of the classic baselines: ``python -m harness.bench_baselines [--words N] [--ks 16,64,...]``.
+"""Benchmarks of the classic baselines: ``python -m harness.bench.baselines [--words N] [--ks 16,64,...]``.
 
 1. n-gram: order-5 Kneser-Ney estimation time and peak memory on a word corpus of about 10M words,
    made from the builtin English text: each line is a real sentence spliced at a random point with
@@ -130,7 +130,7 @@ def bench_hmm(ks: list[int], batch: int = 16, seq_len: int = 128, vocab: int = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.bench_baselines", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.bench.baselines", description=__doc__.split("\n\n")[0])
     ap.add_argument("--words", type=int, default=10_000_000, help="n-gram corpus size in words (default 10M)")
     ap.add_argument("--order", type=int, default=5)
     ap.add_argument("--ks", default="16,64,256,1024", help="HMM state counts, comma-separated")

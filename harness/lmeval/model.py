@@ -4,16 +4,16 @@ lm-eval's whole model contract is three methods (lm_eval/api/model.py); this ada
 through the lm contract of archbench/model.py only, so every arch whose kinds include "lm" (neural or
 count-based) is an lm-eval model with no per-arch code:
 
-  loglikelihood          tasks/lm_scoring.continuation_scores (most-context windows; is_greedy from
-                         ``next_token_logprobs``)
-  loglikelihood_rolling  tasks/lm_scoring.rolling_nll over boundary + text: the very function our LM
+  loglikelihood          tasks/scoring/lm_scoring.continuation_scores (most-context windows; is_greedy
+                         from ``next_token_logprobs``)
+  loglikelihood_rolling  tasks/scoring/lm_scoring.rolling_nll over boundary + text: the very function our LM
                          evaluator uses, so bits per byte agrees with ours to the last digit
   generate_until         greedy (or sampled, when the task asks) decoding over the last ``seq_len``
                          tokens, stopping at the first ``until`` string or after ``max_gen_toks``
 
 Texts go through the tokenizer of the run that trained the model. Registered with lm-eval as
 ``archbench`` (``model_args="checkpoint=PATH[,device=cpu,batch_size=32]"``). Importing this module
-imports lm_eval (seconds): only harness/lmeval.py imports it, lazily.
+imports lm_eval (seconds): only harness/lmeval/evaluate.py imports it, lazily.
 """
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from archbench import ARCHS, get_arch
-from harness.checkpoints import load_checkpoint, read_checkpoint
+from archbench import ARCHS, build_task, get_arch
 from archbench.errors import UserError
-from archbench import build_task
+from harness.checkpoints import load_checkpoint, read_checkpoint
 from tasks.lm import DOC_SEPARATOR
 from tasks.scoring.lm_scoring import boundary_ids, continuation_scores, rolling_nll
 
@@ -78,10 +77,17 @@ class ArchbenchLM(LM):
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str | torch.device = "cpu",
                         batch_size: int = 32) -> "ArchbenchLM":
+        return cls.from_checkpoint_with_task(checkpoint, device, batch_size)[0]
+
+    @classmethod
+    def from_checkpoint_with_task(cls, checkpoint: str, device: str | torch.device = "cpu",
+                                  batch_size: int = 32) -> tuple["ArchbenchLM", Any]:
+        """The lm-eval model of a checkpointed run, and the run's task (its data and tokenizer)."""
         model, payload, task = load_lm_checkpoint(checkpoint, device)
-        return cls(model, task.tokenizer, payload["task_spec"]["max_seq_len"], device, batch_size,
-                   name=f"arch '{payload['arch']}'",
-                   info={"arch": payload["arch"], "size": payload["size"], "run_key": payload["run_key"]})
+        lm = cls(model, task.tokenizer, payload["task_spec"]["max_seq_len"], device, batch_size,
+                 name=f"arch '{payload['arch']}'",
+                 info={"arch": payload["arch"], "size": payload["size"], "run_key": payload["run_key"]})
+        return lm, task
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "ArchbenchLM":

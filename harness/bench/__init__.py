@@ -1,0 +1,22 @@
+"""Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load).
+
+  attention.py  forward + backward time and peak memory of each attention backend (math and sdpa on a
+                CPU; xformers too on CUDA) for causal self-attention at B=1, H=8, D=64 and
+                T = 128 .. 4096, with the exponent of peak memory ~ T^k fitted per backend (least
+                squares on log-log over T >= 512, where fixed overheads no longer dominate).
+  gpt_step.py   one training step of the harness (forward, cross-entropy, backward, gradient clipping,
+                the engine's AdamW) of a 4-layer d256 4-head GPT at T=256, batch 8, vocab 50304, in
+                fp32 on a CPU (bf16 autocast on CUDA): tokens/s and MFU against the measured matmul
+                peak, with the time per phase so the limit is visible.
+  memory.py     the peak memory of both, in a fresh process, after all timings.
+  baselines.py  n-gram estimation and HMM forward-backward (``python -m harness.bench.baselines``).
+  measure.py    timing, the peak-memory probe (harness/hardware.py's, as the engine uses), exponents.
+  cli.py        the entry point.
+
+Peak memory on CPU is the process's resident high-water mark above its level before the measured
+call (Linux /proc/self/status VmHWM, reset through /proc/self/clear_refs), with glibc told to serve
+every allocation over 64 KiB by mmap so that freed tensors leave the resident set; on CUDA it is
+torch.cuda.max_memory_allocated above the level before the call. Memory is measured after all
+timings, since serving every block by mmap slows allocation-heavy code. Warm-up calls come first
+and the clock is read after synchronizing the device (nanoGPT's bench.py).
+"""

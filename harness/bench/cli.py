@@ -1,0 +1,76 @@
+"""``python -m harness.bench [--only attention|gpt|baselines] ...``: the parts in order, then the memory pass."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from harness import hardware
+from harness.bench import attention, baselines, gpt_step
+from harness.bench.memory import measure_memory
+
+DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
+    ap.add_argument("--only", choices=("attention", "gpt", "baselines"),
+                    help="run one part (baselines: harness/bench/baselines.py with its defaults)")
+    ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
+    ap.add_argument("--max-len", type=int, default=attention.LENGTHS[-1],
+                    help="longest attention sequence (default 4096)")
+    ap.add_argument("--steps", type=int, default=5, help="timed GPT steps (default 5)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    return ap.parse_args(argv)
+
+
+def _attention(device: torch.device, max_len: int) -> dict[str, Any]:
+    s = attention.ATTN_SHAPE
+    print(f"attention: causal self-attention, B={s['batch']} H={s['heads']} D={s['head_dim']}, forward + backward")
+    return attention.attention_bench(device, [t for t in attention.LENGTHS if t <= max_len])
+
+
+def _gpt(device: torch.device, steps: int) -> dict[str, Any]:
+    s = gpt_step.GPT_SHAPE
+    print(f"gpt training step: {s['n_layer']} layers, d {s['d_model']}, {s['n_head']} heads, T {s['seq_len']}, "
+          f"batch {s['batch']}, vocab {s['vocab']}, {gpt_step.GPT_DTYPE_NOTE}")
+    res = gpt_step.gpt_step_bench(device, steps=steps)
+    gpt_step.print_bench(res)
+    return res
+
+
+def _memory(results: dict[str, Any], device: torch.device) -> None:
+    print("peak memory above the level before the call (a fresh process):")
+    measure_memory(results, device)
+    if "attention" in results:
+        attention.print_memory(results["attention"])
+    if "gpt" in results:
+        print(f"  gpt training step: {(results['gpt']['peak_mem_bytes'] or 0) / 2**20:.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = hardware.resolve_device(args.device)
+    env = hardware.environment(device)
+    print(f"device: {env['device_name']} ({device.type}), {env['threads']} threads, torch {env['torch']}; "
+          "timings on a shared machine vary with its load")
+    results: dict[str, Any] = {"env": env}
+    if args.only in (None, "attention"):
+        results["attention"] = _attention(device, args.max_len)
+    if args.only in (None, "gpt"):
+        results["gpt"] = _gpt(device, args.steps)
+    if "attention" in results or "gpt" in results:
+        _memory(results, device)
+    if args.only in (None, "baselines"):
+        print("baselines (python -m harness.bench.baselines for its options):")
+        baselines.main([])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        print(f"wrote {args.json}")
+    return 0
