@@ -9,8 +9,9 @@ This package imports nothing from archs/, tasks/ or harness/ (the floors above i
 from archbench.arch import ARCHS, ArchSpec, build_model, get_arch, register_arch
 from archbench.budget import Budget
 from archbench.errors import UserError, fail, user_errors_exit
-from archbench.model import (CONTRACTS, Classifier, FittedModel, LanguageModel, MaskedLM, NeuralLM, NeuralModel,
-                             PlanningBlock, Seq2SeqModel, check_model, matmul_params)
+from archbench.model import (
+    CONTRACTS, Classifier, FittedModel, LanguageModel, MaskedLM, NeuralLM, NeuralModel, PlanningBlock, Seq2SeqModel,
+    check_model, matmul_params)
 from archbench.record import SCHEMA_VERSION, RunRecord
 from archbench.registry import Registry
 from archbench.spec import KINDS, TaskSpec

@@ -144,6 +144,7 @@ class RunRecord:
     init_from: dict[str, Any] | None = None
     checkpoint: str | None = None
     lmeval: dict[str, Any] | None = None  # lm-evaluation-harness scores added by harness.lmeval
+    lmeval_info: dict[str, Any] | None = None  # per lm-eval task: what was evaluated (data, limit, version)
     traceback: str | None = None
     wall_s: float | None = None
     overrides: list[str] = field(default_factory=list)

@@ -15,12 +15,11 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from archbench import TaskSpec, register_arch
-from archs.layers.attention import KVCache, RotaryEmbedding
-from archbench.model import NeuralLM, PlanningBlock, matmul_params
-from archs.layers.prefix_lm import build_prefix_lm
-from archs.layers.blocks import (MLPS, NORMS, TransformerLayer, attention_flops_per_token,
-                                      init_gpt2_style, make_norm)
 from archbench.errors import UserError
+from archbench.model import NeuralLM, PlanningBlock, matmul_params
+from archs.layers.attention import KVCache, RotaryEmbedding
+from archs.layers.blocks import MLPS, NORMS, TransformerLayer, attention_flops_per_token, init_gpt2_style, make_norm
+from archs.layers.prefix_lm import build_prefix_lm
 
 POSITIONS = ("learned", "rope")
 

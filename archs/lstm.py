@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from archbench import TaskSpec, register_arch
-from archbench.model import NeuralLM, NeuralModel
 from archbench.errors import UserError
+from archbench.model import NeuralLM, NeuralModel
 
 ATTN_SCORES = ("dot", "general")
 POOLS = ("mean", "max")

@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 
 from archbench import TaskSpec, register_arch
+from archbench.errors import UserError
 from archbench.model import NeuralModel, PlanningBlock, matmul_params
 from archs.layers.blocks import TransformerLayer, attention_flops_per_token, sinusoidal_positions
-from archbench.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ import tempfile
 from importlib import resources
 from typing import Any, Mapping
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_module
+from hydra import compose as hydra_compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from archbench import ARCHS, TASKS, Budget, get_arch, task_kind

@@ -30,7 +30,6 @@ this is in the record's ``plan`` object, which carries ``estimate: true``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import time
@@ -39,9 +38,9 @@ from typing import Any
 
 import torch
 
+from archbench.errors import UserError
 from archbench.model import matmul_params
 from harness import hardware
-from archbench.errors import UserError
 from harness.train import make_optimizer
 
 HEADROOM = 0.9  # the plan fits when it needs at most this share of the available memory
@@ -181,7 +180,7 @@ def time_block(model, tcfg, device: torch.device, dtype: torch.dtype, available:
     f_block = pb.flops_per_token(seq_len)
     timed_batch = max(1, min(batch, int(BLOCK_FLOP_CAP // max(1, f_block * seq_len))))
     block = _materialize(pb.module, device).train()
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
+    autocast = hardware.autocast(device, dtype)
     times = []
     for i in range(1 + TIMED_REPEATS):
         inputs = pb.make_inputs(timed_batch, seq_len, device)

@@ -21,8 +21,7 @@ from archbench.budget import consumed
 from archbench.errors import UserError
 from archbench.record import DataInfo, Env, RunRecord, Throughput, read_record, record_path, run_key, write_record
 from archs.layers.attention import resolve_backend
-from harness import checkpoints, hardware, plugins
-from harness import planner as planning
+from harness import checkpoints, hardware, planner as planning, plugins
 from harness.config import validate
 from harness.evaluate import evaluate
 from harness.train import TrainOutcome, train

@@ -21,6 +21,7 @@ from archbench.errors import UserError, fail
 from archbench.record import read_record, record_path, run_key
 from harness import plugins
 from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
+
 # Hydra's own flags: with these the user asks Hydra about the config, no job runs.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
               "--resolve", "--version"}

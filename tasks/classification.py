@@ -15,16 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archbench import TaskSpec
+from archbench import EVAL_BATCH, Task, TaskSpec, register_task
 from archbench.errors import UserError
-from archbench import register_task
-from archbench import Task
-from archbench import EVAL_BATCH
 from tasks.data.examples import cut_bytes, pad_batch, positive_int_or_none
 from tasks.data.gettext_catalogs import language_id_examples
-from tasks.scoring.metrics import classification_scores
 from tasks.data.sources import read_rows
 from tasks.data.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.scoring.metrics import classification_scores
 from tasks.text.tokenizers import SPECIALS, build_tokenizer
 
 SOURCES = ("builtin", "hf", "files")

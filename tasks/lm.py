@@ -20,15 +20,13 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from archbench import TaskSpec
+from archbench import EVAL_BATCH, Task, TaskSpec, register_task
 from archbench.errors import UserError
-from archbench import register_task
-from archbench import EVAL_BATCH, Task
-from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
 from tasks.data.python_docs import python_docs_corpus
 from tasks.data.sources import read_rows
 from tasks.data.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
 from tasks.data.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
+from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
 from tasks.text.tokenizers import build_tokenizer
 
 SOURCES = ("builtin", "synthetic-hmm", "hf", "files")

@@ -19,10 +19,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from archbench import TaskSpec
+from archbench import EVAL_BATCH, Task, TaskSpec, register_task
 from archbench.errors import UserError
-from archbench import register_task
-from archbench import EVAL_BATCH, Task
 from tasks.lm import LanguageModeling
 from tasks.text.special_tokens import WithSpecialTokens
 

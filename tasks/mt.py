@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from archbench.errors import UserError
 from archbench import register_task
+from archbench.errors import UserError
 from tasks.data.examples import positive_int_or_none
 from tasks.data.gettext_catalogs import translation_pairs
+from tasks.data.sources import read_rows
 from tasks.scoring.metrics import translation_scores
 from tasks.seq2seq import Seq2SeqTask
-from tasks.data.sources import read_rows
 
 SOURCES = ("builtin", "hf", "files")
 

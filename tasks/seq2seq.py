@@ -18,12 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archbench import TaskSpec
-from archbench import Task
-from tasks.scoring.decoding import SearchConfig, generate
-from archbench import EVAL_BATCH
+from archbench import EVAL_BATCH, Task, TaskSpec
 from tasks.data.examples import pad_batch, positive_int_or_none
 from tasks.data.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.scoring.decoding import SearchConfig, generate
 from tasks.text.tokenizers import SPECIALS, build_tokenizer
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from archbench.errors import UserError
 from archbench import register_task
+from archbench.errors import UserError
 from tasks.data.examples import cut_bytes, positive_int_or_none
-from tasks.scoring.metrics import rouge_scores
 from tasks.data.python_docs import docstring_summaries
-from tasks.seq2seq import Seq2SeqTask
 from tasks.data.sources import read_rows
+from tasks.scoring.metrics import rouge_scores
+from tasks.seq2seq import Seq2SeqTask
 
 SOURCES = ("builtin", "hf", "files")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")

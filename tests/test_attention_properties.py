@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, strategies as st
 
 from archbench import TaskSpec
-from archs.layers.attention import attend, attention_weights
 from archs.bert import BertConfig, BertForMaskedLM
 from archs.gpt import GPT, GPTConfig
+from archs.layers.attention import attend, attention_weights
 from archs.transformer import EncoderDecoderTransformer, TransformerConfig
 
 CPU_BACKENDS = ("math", "sdpa")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from harness.checkpoints import load_checkpoint, read_checkpoint
 from archbench.errors import UserError
+from harness.checkpoints import load_checkpoint, read_checkpoint
 from harness.run import run_one
 from tests.helpers import FAST, compose_conf
 

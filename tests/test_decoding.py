@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 from archbench import TaskSpec
-from archs.gpt import SIZES, GPT
-from archs.layers.prefix_lm import build_prefix_lm
 from archbench.errors import UserError
+from archs.gpt import GPT, SIZES
+from archs.layers.prefix_lm import build_prefix_lm
 from tasks.scoring.decoding import SearchConfig, beam_search, generate, greedy
 
 PAD, BOS, EOS = 3, 4, 5  # 0..2 are ordinary tokens

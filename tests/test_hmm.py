@@ -4,13 +4,12 @@ sampling; the classifier; bad config; runs through the harness (gradient and EM)
 from __future__ import annotations
 
 import numpy as np
-
-from archbench import Budget
 import pytest
 import torch
 
-from archs.hmm import HMM, HMMClassifier, HMMConfig, run_em
+from archbench import Budget
 from archbench.errors import UserError
+from archs.hmm import HMM, HMMClassifier, HMMConfig, run_em
 from tests.baseline_helpers import LabeledTask
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm", reason="hmmlearn is the reference implementation (test dependency)")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from archbench import TaskSpec, build_model
-from archs.lstm import SIZES, LSTMConfig, LSTMLM, embedding_dropout, locked_dropout
 from archbench.errors import UserError
+from archs.lstm import LSTMLM, SIZES, LSTMConfig, embedding_dropout, locked_dropout
 
 LM_SPEC = TaskSpec("lm", vocab_size=50, max_seq_len=16)
 S2S_SPEC = TaskSpec("seq2seq", vocab_size=40, max_seq_len=16, pad_id=0, bos_id=1, eos_id=2)

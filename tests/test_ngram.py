@@ -13,19 +13,17 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
-from archbench import Budget
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
+from archbench import Budget
+from archbench.errors import UserError
+from archs.ngram import NGramClassifier, NGramConfig
 from archs.ngram.arpa import read_arpa, write_arpa
 from archs.ngram.backoff import NO_TOKEN
 from archs.ngram.kneser_ney import KENLM_FALLBACK, discounts_from_counts_of_counts, estimate
-from archs.ngram import NGramClassifier, NGramConfig
 from archs.ngram.words import WordVocab, estimate_from_sentences, perplexity, read_token_file
-from archbench.errors import UserError
 from tests.baseline_helpers import LabeledTask, compose, tiny_text_file
 
 DATA = Path(__file__).parent / "data" / "kenlm"

@@ -11,12 +11,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from archbench import ARCHS, TaskSpec
+from archbench import ARCHS, TaskSpec, build_task
 from archs.gpt import GPT, SIZES as GPT_SIZES
-from tests.helpers import compose_conf
 from harness import planner as planning
 from harness.run import run_one
-from archbench import build_task
+from tests.helpers import compose_conf
 
 GIB = 2**30
 

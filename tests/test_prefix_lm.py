@@ -3,7 +3,7 @@ from dataclasses import replace
 import torch
 
 from archbench import TaskSpec
-from archs.gpt import SIZES, GPT
+from archs.gpt import GPT, SIZES
 from archs.layers.prefix_lm import PrefixLMClassifier, PrefixLMSeq2Seq, build_prefix_lm
 
 PAD, BOS, EOS = 13, 14, 15

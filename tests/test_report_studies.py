@@ -1,25 +1,31 @@
 """The report is built from records alone: fixture records from a known power law give back its
-exponent inside the report's own CI, and every PNG the report names exists."""
+exponent inside the report's own CI, and every PNG the report names exists; schema-1 records still
+make a report; the column names the report reads are checked against the record schema."""
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from harness import records
-from harness.report import build_report
+from archbench.record import SCHEMA_VERSION, RunRecord, write_record
+from harness.report import build_report, load_runs
+from harness.report import frame
 
 ALPHA, C = 0.35, 1.2
 SIZES = [2e4, 6e4, 2e5, 6e5, 2e6]  # non-embedding parameters
 SEEDS = 3
 
 
-def _record(i: int, n: float, seed: int, loss: float, **extra) -> dict:
+def _record(i: int, n: float, seed: int, loss: float, **extra) -> RunRecord:
     key = f"fixture{i:04d}"
-    return {
-        "schema_version": records.SCHEMA_VERSION, "run_key": key, "status": "ok", "error": None,
+    return RunRecord.from_dict({
+        "schema_version": SCHEMA_VERSION, "run_key": key, "status": "ok", "error": None,
         "arch": "gpt", "size": f"n{int(n)}", "task": "lm", "kind": "lm", "seed": seed,
         "params": int(n) + 50_000, "non_embedding_params": int(n), "flops_per_token": int(6 * n),
         "tokens_seen": 1_000_000, "steps": 100,
-        "budget": {"tokens": 1_000_000, "consumed": {"tokens": 1_000_000, "flops": 6 * n * 1_000_000, "seconds": 1.0}},
+        "budget": {"given": {"steps": None, "tokens": 1_000_000, "flops": None, "seconds": None}, "token_limit": 1_000_000,
+                   "consumed": {"steps": 100, "tokens": 1_000_000, "flops": 6 * n * 1_000_000, "seconds": 1.0}},
         "metrics": {"bits_per_byte": loss, "bayes_bits_per_byte": 1.0,
                     "loss_by_position": list(np.linspace(3.0, 2.0, 16) + 0.01 * seed)},
         "primary_metric": "bits_per_byte", "lower_is_better": True,
@@ -30,7 +36,7 @@ def _record(i: int, n: float, seed: int, loss: float, **extra) -> dict:
         "overrides": [f"seed={seed}"], "config": {"train": {"batch_size": 4, "seq_len": 16}},
         "curve": [{"step": 0, "tokens": 0, "val_loss": 4.0}, {"step": 100, "tokens": 1_000_000, "val_loss": loss}],
         **extra,
-    }
+    })
 
 
 def test_report_recovers_a_known_exponent_and_links_only_existing_pngs(tmp_path):
@@ -40,7 +46,7 @@ def test_report_recovers_a_known_exponent_and_links_only_existing_pngs(tmp_path)
     for n in SIZES:
         for seed in range(SEEDS):
             loss = (a * n ** -ALPHA + C) * float(np.exp(rng.normal(0, 0.01)))
-            records.write_record(tmp_path, _record(i, n, seed, loss))
+            write_record(tmp_path, _record(i, n, seed, loss))
             i += 1
     md = build_report(tmp_path).read_text()
 
@@ -59,3 +65,27 @@ def test_report_recovers_a_known_exponent_and_links_only_existing_pngs(tmp_path)
     assert (tmp_path / "runs.csv").is_file() and (tmp_path / "runs.parquet").is_file()
     assert "## Capability matrix" in md
     assert "| uniform-bytes | 8 | every byte equally likely |" in md  # reference rows beside the leaderboard
+
+
+def test_schema_1_records_are_upgraded_and_reported(tmp_path):
+    golden = Path(__file__).parent / "data" / "golden"
+    (tmp_path / "runs").mkdir()
+    for path in golden.glob("*.json"):
+        shutil.copy(path, tmp_path / "runs" / path.name)
+    df = load_runs(tmp_path)
+    assert set(df["schema_version"]) == {SCHEMA_VERSION} and frame.BUDGET_GIVEN in df
+    md = build_report(tmp_path).read_text()
+    assert "| gpt | tiny |" in md and "| ngram | tiny |" in md and "## Environment" in md
+
+
+def test_report_columns_are_checked_against_the_record_schema():
+    assert frame.column("throughput.mfu") == "throughput.mfu"
+    assert frame.column("metrics.anything") == "metrics.anything"  # free-form dict below its name
+    assert frame.column("data.reference_rows") == "data.reference_rows"  # a task's own data key
+    with pytest.raises(LookupError, match="tokens"):
+        frame.column("budget.tokens")  # the schema-1 name
+    with pytest.raises(LookupError):
+        frame.column("throughput.tokens_per_second")
+    with pytest.raises(LookupError):
+        frame.column("budget.consumed.flops")  # deeper than the frame flattens: read from the dict
+    assert frame.key_in(frame.BUDGET_CONSUMED, "flops") == "flops"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from harness.scaling import bootstrap_fit, fit_power_law
+from harness.report.powerlaw import bootstrap_fit, fit_power_law
 
 
 def _points(a, alpha, c, noise, seeds=3, rng_seed=0):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.capabilities import capability_matrix
+from harness.report.capabilities import capability_matrix
 from harness.run import run_one
 from harness.config import compose as _compose_cfg
 from omegaconf import OmegaConf

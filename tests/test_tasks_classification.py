@@ -5,15 +5,14 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn as nn
-
-from archs.gpt import SIZES, GPT
-from archbench.model import NeuralModel
-from archs.layers.prefix_lm import build_prefix_lm
-from archbench.errors import UserError
-from archbench import Budget
-from harness.train import train
 from taskcfg import task_config
-from archbench import build_task
+
+from archbench import Budget, build_task
+from archbench.errors import UserError
+from archbench.model import NeuralModel
+from archs.gpt import GPT, SIZES
+from archs.layers.prefix_lm import build_prefix_lm
+from harness.train import train
 from tasks.data.gettext_catalogs import languages_with_catalogs
 
 LANGS = ["de", "fr", "sv"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from archbench.errors import UserError
 from taskcfg import task_config
+
 from archbench import build_task
+from archbench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROSE = [f"Paragraph {i}: the module reads {i % 7} files and writes word number {i}." for i in range(200)]

@@ -5,14 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from archs.gpt import SIZES, GPT
-from archs.layers.prefix_lm import build_prefix_lm
-from archbench.errors import UserError
-from archbench import Budget
-from harness.train import train
 from taskcfg import task_config
-from archbench import build_task
+
+from archbench import Budget, build_task
+from archbench.errors import UserError
+from archs.gpt import GPT, SIZES
+from archs.layers.prefix_lm import build_prefix_lm
+from harness.train import train
 from tasks.data.gettext_catalogs import languages_with_catalogs
 
 LOCALE = "/usr/share/locale"

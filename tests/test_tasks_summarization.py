@@ -3,17 +3,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from archs.gpt import SIZES, GPT
-from archs.layers.prefix_lm import build_prefix_lm
-from archbench.errors import UserError
-from archbench import Budget
-from harness.train import train
 from taskcfg import task_config
-from archbench import build_task
+
+from archbench import Budget, build_task
+from archbench.errors import UserError
+from archs.gpt import GPT, SIZES
+from archs.layers.prefix_lm import build_prefix_lm
+from harness.train import train
 from tasks.data.examples import cut_bytes
-from tasks.scoring.metrics import rouge_scores
 from tasks.data.python_docs import docstring_summaries
+from tasks.scoring.metrics import rouge_scores
 from tasks.summarization import first_sentence
 
 DOCS = [(f"Open the file number {i} for reading. The handle is closed when the block ends. "

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from archbench import ARCHS, TaskSpec
+from archbench.errors import UserError
 from archs.bert import SIZES as BERT_SIZES, BertBackbone, BertClassifier, BertConfig, BertForMaskedLM
 from archs.gpt import GPT, SIZES as GPT_SIZES, GPTConfig
-from archs.transformer import (SIZES as TF_SIZES, EncoderDecoderTransformer, TransformerClassifier,
-                               TransformerConfig)
+from archs.transformer import SIZES as TF_SIZES, EncoderDecoderTransformer, TransformerClassifier, TransformerConfig
 from harness import checkpoints
-from archbench.errors import UserError
 from harness.run import run_one
 from harness.sweep import main
 from tasks.mlm import IGNORE, MaskedLM

@@ -30,10 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from archbench import TaskSpec, register_arch
-from archs.layers.fit_data import labeled_sequences, take_examples
-from archbench.model import NeuralLM, NeuralModel
 from archbench.errors import UserError
+from archbench.model import NeuralLM, NeuralModel
 from archs.hmm.forward_filter import _ForwardFilter, _log_matvec, _shift_cols, filter_steps
+from archs.layers.fit_data import labeled_sequences, take_examples
 
 TRAINING = ("gradient", "em")
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archs.layers.attention import KVCache, MultiHeadAttention
 from archbench.errors import UserError
+from archs.layers.attention import KVCache, MultiHeadAttention
 
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")

@@ -12,7 +12,6 @@ so ``flops_per_token`` is None and MFU stays null. Word-level files and ARPA: ar
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from dataclasses import dataclass
 
@@ -20,10 +19,10 @@ import numpy as np
 import torch
 
 from archbench import TaskSpec, register_arch
-from archs.ngram.backoff import NO_TOKEN, BackoffLM
-from archs.layers.fit_data import labeled_sequences, take_examples
-from archs.ngram.kneser_ney import KENLM_FALLBACK, MAX_ORDER, estimate
 from archbench.errors import UserError
+from archs.layers.fit_data import labeled_sequences, take_examples
+from archs.ngram.backoff import NO_TOKEN, BackoffLM
+from archs.ngram.kneser_ney import KENLM_FALLBACK, MAX_ORDER, estimate
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from archs.ngram.backoff import BackoffLM
 from archbench.errors import UserError
+from archs.ngram.backoff import BackoffLM
 
 LN10 = math.log(10.0)
 LOG10_ZERO = -99.0  # how ARPA files write log10(0), e.g. for <s>, which is never predicted

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from archs.ngram.backoff import BackoffLM, pad_sentences
 from archbench.errors import UserError
+from archs.ngram.backoff import BackoffLM, pad_sentences
 
 KENLM_FALLBACK = (0.5, 1.0, 1.5)
 MAX_ORDER = 6

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from archs.ngram.backoff import BackoffLM
 from archbench.errors import UserError, user_errors_exit
+from archs.ngram.backoff import BackoffLM
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SPECIAL = {BOS, EOS, UNK}

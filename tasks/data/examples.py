@@ -10,7 +10,6 @@ import torch
 from archbench.errors import UserError
 
 
-
 def pad_batch(seqs: Sequence[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (B, T) ids and the bool mask (True = real token)."""
     width = max(1, max(len(s) for s in seqs))

@@ -1,7 +1,7 @@
 """How a language model's log-likelihood of a token sequence is measured.
 
 One definition, used by our LM evaluator (tasks/lm.py) and by the lm-eval adapter
-(harness/lmeval_adapter.py), so that our bits per byte and lm-eval's agree to the last digit:
+(harness/lmeval/model.py), so that our bits per byte and lm-eval's agree to the last digit:
 
 * ``rolling_nll``: every token after a context is predicted exactly once, in non-overlapping windows of
   the run's context length (what perplexity and bits per byte are made of);

@@ -1,0 +1,75 @@
+"""Loss by position in the context window: ``metrics.loss_by_position`` (mean test nats at each
+window position), averaged in log-spaced bins, mean and 95% CI over seeds per model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.report.figures import pyplot, save
+from harness.report.frame import (ARCH, LOSS_BY_POSITION, NON_EMBEDDING_PARAMS, OVERRIDES, SEED, SIZE, model_label,
+                                  ok_runs)
+from harness.report.tables import md_table
+
+INTRO = ("Mean test NLL (nats) at each position of the non-overlapping scoring windows, from the same "
+         "windows as bits per byte (`metrics.loss_by_position`): position j predicts with j tokens of "
+         "input. Kaplan et al. (2020, Fig. 7) report LSTMs flattening after ~100 tokens while "
+         "Transformers keep improving; this is what our runs show.")
+
+
+def positions(ok: pd.DataFrame) -> pd.DataFrame:
+    """Long form: one row per (run, position) of the longest window each model was scored with."""
+    rows = []
+    for _, r in ok.dropna(subset=[LOSS_BY_POSITION]).iterrows():
+        n = r.get(NON_EMBEDDING_PARAMS)
+        model = model_label(r.get(OVERRIDES), r[ARCH], r[SIZE]) + (f" (N={int(n):,})" if n == n and n is not None else "")
+        seq_len = len(r[LOSS_BY_POSITION])
+        for j, v in enumerate(r[LOSS_BY_POSITION]):
+            rows.append({"model": model, "window": seq_len, "position": j + 1, "loss": v, "seed": r[SEED]})
+    long = pd.DataFrame(rows)
+    # only the longest window per model: shorter windows (e.g. a throughput sweep) would mix contexts
+    return long[long["window"] == long.groupby("model")["window"].transform("max")]
+
+
+def binned(long: pd.DataFrame) -> pd.DataFrame:
+    """A test split holds a few hundred windows: one position is noisy, so average the positions in
+    log-spaced bins (per run, then mean and CI over seeds); bins are labeled by their geometric centre."""
+    long = long.copy()
+    edges = np.unique(np.round(np.geomspace(1, long["position"].max() + 1, 25)).astype(int))
+    bin_of = np.searchsorted(edges, long["position"], side="right") - 1
+    centres = np.sqrt(edges[:-1] * np.maximum(edges[1:] - 1, edges[:-1]))
+    long["bin position"] = centres[np.clip(bin_of, 0, len(centres) - 1)]
+    return long.groupby(["model", "seed", "bin position"], as_index=False)["loss"].mean()
+
+
+def position_plot(long: pd.DataFrame, path: Path, task: str) -> str:
+    plt, sns = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    sns.lineplot(data=binned(long), x="bin position", y="loss", hue="model", errorbar=("ci", 95), marker="o", ax=ax)
+    ax.set_xscale("log")
+    ax.set(title=f"{task}: test loss by position in the context window\n(positions averaged in log-spaced bins; "
+                 "mean over seeds, 95% CI band)",
+           xlabel="tokens of context seen (window position, log scale)", ylabel="test loss (nats / token)")
+    ax.legend(fontsize=8, title="model")
+    return save(fig, path, ax=ax)
+
+
+def position_summary(long: pd.DataFrame) -> pd.DataFrame:
+    summary = []
+    for model, g in long.groupby("model"):
+        m = g.groupby("position")["loss"].mean()
+        pick = {p: m.get(p) for p in (1, 10, 100, int(m.index.max()))}
+        summary.append({"model": model, "seeds": g["seed"].nunique(),
+                        **{f"loss @ {p}": v for p, v in pick.items()}})
+    return pd.DataFrame(summary)
+
+
+def position_section(df: pd.DataFrame, out: Path, task: str) -> list[str]:
+    ok = ok_runs(df, task)
+    if LOSS_BY_POSITION not in ok or ok[LOSS_BY_POSITION].dropna().empty:
+        return []
+    long = positions(ok)
+    name = position_plot(long, out / f"{task}_loss_by_position.png", task)
+    return ["### Loss by position in the context", "", INTRO, "",
+            md_table(position_summary(long)), "", f"![{name}]({name})", ""]
