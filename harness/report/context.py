@@ -23,7 +23,8 @@ def positions(ok: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in ok.dropna(subset=[LOSS_BY_POSITION]).iterrows():
         n = r.get(NON_EMBEDDING_PARAMS)
-        model = model_label(r.get(OVERRIDES), r[ARCH], r[SIZE]) + (f" (N={int(n):,})" if n == n and n is not None else "")
+        model = model_label(r.get(OVERRIDES), r[ARCH], r[SIZE])
+        model += f" (N={int(n):,})" if n == n and n is not None else ""
         seq_len = len(r[LOSS_BY_POSITION])
         for j, v in enumerate(r[LOSS_BY_POSITION]):
             rows.append({"model": model, "window": seq_len, "position": j + 1, "loss": v, "seed": r[SEED]})

@@ -60,10 +60,10 @@ def setup_of(ok: pd.DataFrame) -> pd.Series:
 
 
 def _fit_row(arch: str, setup: str, x: str, fit) -> dict:
-    lo_hi = lambda ci, i: ci[i] if ci else math.nan  # noqa: E731
+    alpha_lo, alpha_hi = fit.alpha_ci or (math.nan, math.nan)
+    c_lo, c_hi = fit.c_ci or (math.nan, math.nan)
     return {"arch": arch, "setup": setup, "x": AXES[x], "a": fit.a, "alpha": fit.alpha,
-            "alpha_lo": lo_hi(fit.alpha_ci, 0), "alpha_hi": lo_hi(fit.alpha_ci, 1),
-            "c": fit.c, "c_lo": lo_hi(fit.c_ci, 0), "c_hi": lo_hi(fit.c_ci, 1),
+            "alpha_lo": alpha_lo, "alpha_hi": alpha_hi, "c": fit.c, "c_lo": c_lo, "c_hi": c_hi,
             "points": fit.n_points, "sizes": fit.n_sizes, "bootstrap replicates": fit.n_boot}
 
 
@@ -87,10 +87,14 @@ def scaling_fits(df: pd.DataFrame, task: str, metric: str, n_boot: int = 200) ->
 
 def fits_table(fits: pd.DataFrame) -> pd.DataFrame:
     setups = sorted(fits["setup"].unique())
-    g4 = lambda v: f"{v:.4g}"  # noqa: E731
+
+    def g4(v) -> str:
+        return f"{v:.4g}"
+
     return pd.DataFrame({
         "arch": fits["arch"], "setup": fits["setup"].map(lambda u: setups.index(u) + 1), "fit against": fits["x"],
-        "alpha": fits["alpha"].map(g4), "alpha 95% CI": [ci_text(lo, hi) for lo, hi in zip(fits["alpha_lo"], fits["alpha_hi"])],
+        "alpha": fits["alpha"].map(g4),
+        "alpha 95% CI": [ci_text(lo, hi) for lo, hi in zip(fits["alpha_lo"], fits["alpha_hi"])],
         "c": fits["c"].map(g4), "c 95% CI": [ci_text(lo, hi) for lo, hi in zip(fits["c_lo"], fits["c_hi"])],
         "a": fits["a"].map(g4), "runs": fits["points"], "sizes": fits["sizes"],
         "bootstrap fits": fits["bootstrap replicates"]})

@@ -93,7 +93,8 @@ def relative_section(tp: pd.DataFrame) -> list[str]:
     rel["planned memory x baseline"] = rel[PLANNED] / rel[f"{PLANNED} base"]
     cols = ["config", "batch", "seq_len", "steps/s", "steps/s x baseline", "train tokens/s", "inference tokens/s",
             "MFU %", MEASURED, PLANNED, "planned memory x baseline"]
-    return [f"### Speed and memory at each length (relative to {base_arch}{' with ' + base_backend if base_backend else ''} "
+    with_backend = f" with {base_backend}" if base_backend else ""
+    return [f"### Speed and memory at each length (relative to {base_arch}{with_backend} "
             "attention at the same batch and length)", "",
             md_table(rel.sort_values(["batch", "seq_len", "config"])[cols]), ""]
 
