@@ -1,16 +1,10 @@
-"""Helpers shared by the baseline tests (n-gram, HMM, LSTM): a composed config and a small text file
+"""Helpers shared by the baseline tests (n-gram, HMM, LSTM): a labeled task and a small text file
 for one run through the harness."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
-
-def compose(overrides: list[str]) -> dict:
-    from harness.config import compose_dict
-
-    return compose_dict(overrides)
 
 
 def tiny_text_file(path: Path, n_docs: int = 120) -> Path:

@@ -191,10 +191,11 @@ def test_class_conditional_classifier_with_em():
                                             ("em", ["arch.em_iters=2", "train.max_tokens=4000"])])
 def test_runs_through_the_harness(tmp_path, training, extra):
     from harness.run import run_one
-    from tests.baseline_helpers import compose, tiny_text_file
+    from tests.baseline_helpers import tiny_text_file
+    from tests.helpers import compose_conf
 
     text = tiny_text_file(tmp_path / "docs.txt")
-    conf = compose(["arch=hmm", "arch.n_states=8", f"arch.training={training}", "task.source=files",
+    conf = compose_conf(*["arch=hmm", "arch.n_states=8", f"arch.training={training}", "task.source=files",
                     f"task.path={text}", f"results_dir={tmp_path / 'results'}", "report=false",
                     "train.progress=false", "train.eval_every=0", "train.seq_len=32", *extra])
     rec = run_one(conf).to_dict()

@@ -149,10 +149,11 @@ def test_odd_width_bidirectional_is_a_user_error():
 
 def test_lm_runs_through_the_harness(tmp_path):
     from harness.run import run_one
-    from tests.baseline_helpers import compose, tiny_text_file
+    from tests.baseline_helpers import tiny_text_file
+    from tests.helpers import compose_conf
 
     text = tiny_text_file(tmp_path / "docs.txt")
-    conf = compose(["arch=lstm", "size=large", "arch.d_hidden=32", "arch.d_embed=16", "task.source=files",
+    conf = compose_conf(*["arch=lstm", "size=large", "arch.d_hidden=32", "arch.d_embed=16", "task.source=files",
                     f"task.path={text}", f"results_dir={tmp_path / 'results'}", "report=false",
                     "train.progress=false", "train.max_steps=3", "train.eval_every=0", "train.seq_len=32"])
     rec = run_one(conf).to_dict()

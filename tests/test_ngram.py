@@ -24,7 +24,8 @@ from archs.ngram.arpa import read_arpa, write_arpa
 from archs.ngram.backoff import NO_TOKEN
 from archs.ngram.kneser_ney import KENLM_FALLBACK, discounts_from_counts_of_counts, estimate
 from archs.ngram.words import WordVocab, estimate_from_sentences, perplexity, read_token_file
-from tests.baseline_helpers import LabeledTask, compose, tiny_text_file
+from tests.baseline_helpers import LabeledTask, tiny_text_file
+from tests.helpers import compose_conf
 
 DATA = Path(__file__).parent / "data" / "kenlm"
 LN10 = math.log(10)
@@ -378,7 +379,7 @@ def test_runs_through_the_harness(tmp_path):
     from harness.run import run_one
 
     text = tiny_text_file(tmp_path / "docs.txt")
-    conf = compose(["arch=ngram", "size=4gram", "task.source=files", f"task.path={text}",
+    conf = compose_conf(*["arch=ngram", "size=4gram", "task.source=files", f"task.path={text}",
                     f"results_dir={tmp_path / 'results'}", "report=false", "train.progress=false"])
     rec = run_one(conf).to_dict()
     assert rec["status"] == "ok", rec.get("error")
