@@ -1,4 +1,4 @@
-"""Built-in architectures: one module (or, for the n-gram family, one package) per family.
+"""Built-in architectures: one module (or one folder, like ngram/ and hmm/) per family.
 
 Importing this package imports every family in it, and each registers itself with
 ``archbench.register_arch``: adding a file is all it takes (the fairseq pattern, without its
