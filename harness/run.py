@@ -235,6 +235,11 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
         rec.stop_reason = "fit"
         return TrainOutcome(status="ok", tokens_seen=rec.tokens_seen, stop_reason="fit")
     desc = f"{rec.arch}/{rec.size} seed={rec.seed}"
+    t = p.tcfg  # say what a long first step is doing (a 64k context on a CPU sits there for minutes)
+    val = f"; validation ({t['eval_batches']} x 32 windows) at step 0 and every {t['eval_every']} steps" \
+        if t["eval_every"] else ""
+    print(f"{desc}: training on {p.device.type}, up to {t['max_steps'] or 'budget'} steps of {t['batch_size']} x "
+          f"{p.seq_len} tokens{val}", flush=True)
     out = train(model, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc)
     rec.steps, rec.tokens_seen, rec.curve, rec.stop_reason = out.steps, out.tokens_seen, out.curve, out.stop_reason
     rec.throughput.tokens_per_s, rec.throughput.train_seconds = out.tokens_per_s, out.train_seconds
