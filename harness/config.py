@@ -164,18 +164,20 @@ def _validate_train(t: Mapping[str, Any]) -> None:
 
 
 def check_writable(results_dir: str, *, report: bool = False) -> None:
-    """results_dir and its runs/ folder can take files (and report.md, when a report is wanted)."""
+    """results_dir and its runs/ folder can take files (and report.md, when a report is wanted).
+    Creates nothing: a folder that does not exist yet is checked through its nearest ancestor."""
     runs = os.path.join(results_dir, "runs")
-    for folder in (results_dir, runs):
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise UserError(f"'{folder}' is a file, not a folder; point results_dir= at a folder for the results")
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-", suffix=".tmp"):
-                pass
-        except OSError as e:
-            raise UserError(f"'{folder}' cannot be written ({e.strerror or e}); "
-                            "point results_dir= at a writable folder") from None
+    probe = os.path.abspath(runs)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"results cannot be written under '{probe}': it is a file, not a folder; point results_dir= at a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-check-", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise UserError(f"'{probe}' cannot be written ({e.strerror or e}); "
+                        "point results_dir= at a writable folder") from None
     if report:
         check_report_target(results_dir)
 
