@@ -231,6 +231,9 @@ def write_record(results_dir, record: RunRecord) -> Path:
     return path
 
 
+NEWER = "written by a newer schema version"  # not bad: left in place, only skipped
+
+
 def load_record(path: Path) -> tuple[RunRecord | None, str | None]:
     """(record, None), or (None, why the file at ``path`` is not a readable record)."""
     try:
@@ -248,6 +251,9 @@ def load_record(path: Path) -> tuple[RunRecord | None, str | None]:
         return None, f"a JSON {type(d).__name__}, not a record object"
     if not d.get("run_key"):
         return None, "no run_key"
+    version = d.get("schema_version", 1)
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        return None, NEWER
     try:
         rec = RunRecord.from_dict(d)
         rec.validate()
@@ -286,5 +292,8 @@ def iter_records(results_dir) -> Iterator[RunRecord]:
         rec, why = load_record(path)
         if rec is not None:
             yield rec
+        elif why == NEWER:
+            print(f"warning: skipped {path}: {why} than this code ({SCHEMA_VERSION}); update archbench to read it",
+                  file=sys.stderr)
         elif why != "missing":
             quarantine(path, why)

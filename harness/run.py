@@ -19,7 +19,7 @@ import torch
 from archbench import ArchSpec, Budget, Task, TaskSpec, build_task, check_model, get_arch, task_kind
 from archbench.budget import consumed
 from archbench.errors import UserError
-from archbench.record import DataInfo, Env, RunRecord, Throughput, load_record, quarantine, record_path, write_record
+from archbench.record import DataInfo, Env, RunRecord, Throughput, NEWER, load_record, quarantine, record_path, write_record
 from archs.layers.attention import resolve_backend
 from harness import checkpoints, hardware, planner as planning, plugins
 from harness.config import validate
@@ -95,7 +95,7 @@ def cached(conf: Mapping[str, Any], path, desc: str) -> tuple[RunRecord | None, 
     """(the record on disk, whether it stands in for this run): only an ok record of the same run
     key, code version and data fingerprint does, unless force=true or a checkpoint is wanted."""
     old, why = load_record(path)
-    if old is None and why != "missing":
+    if old is None and why not in ("missing", NEWER):
         quarantine(path, why)
     wants_checkpoint = conf.get("checkpoint") and not checkpoints.checkpoint_path(conf["results_dir"],
                                                                                  path.stem).is_file()
@@ -144,8 +144,7 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
 def _write(results_dir, rec: RunRecord, old: RunRecord | None) -> None:
     """The new record, with the old one (if any) copied to runs/superseded/ first, never overwritten."""
     carry_over(old, rec)
-    if old is not None:
-        supersede(results_dir, rec.run_key)
+    supersede(results_dir, rec.run_key)  # whatever is there: a record of any status or schema
     write_record(results_dir, rec)
 
 

@@ -66,3 +66,11 @@ def test_two_concurrent_sweeps_train_each_config_once(tmp_path):
     assert both.count(": ok ") == 2 and both.count("skip lstm/tiny") == 2, outs
     assert len(list((res / "runs").glob("*.json"))) == 2 and not (res / "runs" / "superseded").exists()
     assert len(list((res / "hydra").iterdir())) == 2  # each sweep its own job folder
+
+
+def test_exit_3_when_a_run_diverges_and_the_report_is_still_built(tmp_path):
+    fast = [a for a in FAST if a != "report=false"]
+    r = run_cli("arch=lstm", *fast, "train.lr=1e12", "train.grad_clip=1e12", f"results_dir={tmp_path}")
+    assert r.returncode == 3, r.stdout[-1500:] + r.stderr[-1500:]
+    assert "diverged" in r.stderr and "Traceback" not in r.stderr
+    assert "diverged" in (tmp_path / "report.md").read_text()
