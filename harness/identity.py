@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from archbench import get_arch
+from archbench.files import atomic_target
 from archbench.record import RunRecord, record_path, run_key, runs_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,8 @@ def supersede(results_dir, key: str) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     dst = folder / f"{key}.{stamp}.json"
-    shutil.copy2(src, dst)
+    with atomic_target(dst) as tmp:  # a kill mid-copy leaves no half record here either
+        shutil.copyfile(src, tmp)
     return dst
 
 

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 def tidy(results_dirs: list[str]) -> None:
     """Before any run: remove the temp files of killed writers, quarantine files that are not records."""
     for d in results_dirs:
-        remove_orphans(d, runs_dir(d), os.path.join(d, "checkpoints"))
+        remove_orphans(d, runs_dir(d), runs_dir(d) / "superseded", *(os.path.join(d, sub) for sub in
+                       ("checkpoints", "lmeval_tasks", ".cache")))
         for _ in iter_records(d):
             pass
 

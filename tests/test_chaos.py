@@ -45,6 +45,8 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
     ok_before = {r.run_key for r in iter_records(res) if r.status == "ok"}
+    (res / "runs").mkdir(parents=True, exist_ok=True)
+    (res / "runs" / "garbage.json").write_bytes(b"\xff\xfe not a record")  # the sweep goes on past it
     final = run_cli(*_args(res))
     assert final.returncode == 0, f"kill seed {seed}: {final.stdout[-2000:]}{final.stderr[-2000:]}"
     records = list(iter_records(res))
@@ -53,6 +55,7 @@ def test_sigkill_at_random_moments_then_rerun(tmp_path):
     assert not [p for p in res.rglob("*.tmp")], f"kill seed {seed}: temp files left"
     assert (res / "report.md").is_file() and (res / "runs.parquet").is_file()
     assert final.stdout.count("skip ") == len(ok_before), f"kill seed {seed}: finished runs were not skipped"
+    assert (res / "runs" / "quarantine" / "garbage.json").is_file() and "warning: moved" in final.stderr
 
 
 def test_two_concurrent_sweeps_train_each_config_once(tmp_path):
