@@ -8,6 +8,7 @@ one UserError naming the value and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -77,7 +78,10 @@ def _composition_message(e: Exception) -> str:
     if m and "+" in msg:  # Hydra's struct check: the key is not declared anywhere in the config
         key = m.group(1)
         parent, _, _ = key.rpartition(".")
-        return f"unknown config key '{key}'; valid keys{f' under {parent}' if parent else ''}: {', '.join(_keys_at(parent))}"
+        keys = _keys_at(parent)
+        near = difflib.get_close_matches(key.rpartition(".")[2], keys, n=1, cutoff=0.5)
+        hint = f"did you mean '{parent + '.' if parent else ''}{near[0]}'? " if near else ""
+        return f"unknown config key '{key}'; {hint}valid keys{f' under {parent}' if parent else ''}: {', '.join(keys)}"
     return msg
 
 

@@ -84,6 +84,7 @@ PLAN_MEMORY = column("plan.memory")  # dict: the planner's byte counts
 LOSS_BY_POSITION = metric("loss_by_position")
 LMEVAL_PREFIX = column("lmeval") + "."
 DATA_FINGERPRINT, CODE_VERSION = column("data.fingerprint"), column("code_version")
+DATA_SOURCE = column("data.source")
 CREATED_AT = column("created_at")
 SETUP = "setup"  # derived in frame(): setup_key below
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.figures import image_links, pyplot, save
-from harness.report.frame import (ARCH, CODE_VERSION, CREATED_AT, DATA_FINGERPRINT, LOWER_IS_BETTER, MFU, PARAMS,
+from harness.report.frame import (ARCH, CODE_VERSION, CREATED_AT, DATA_FINGERPRINT, DATA_SOURCE, LOWER_IS_BETTER, MFU, PARAMS,
                                   PRIMARY_METRIC, REFERENCE_ROWS, SEED, SETUP, SIZE, STATUS, TASK, TOKENS_PER_S,
                                   TOKENS_SEEN, WALL_S, col, metric as metric_col, ok_runs, with_variants)
 from harness.report.identity import IDENTITY, short, split_notes
@@ -33,6 +33,13 @@ def mean_ci95(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
 
 
+def data_label(g: pd.DataFrame, fingerprint) -> str:
+    """The data set a row was trained on: its source (a file's name) and fingerprint."""
+    source = col(g, DATA_SOURCE).dropna()
+    name = Path(str(source.iloc[0]).split(" (")[0]).name if len(source) else ""
+    return f"{name} {short(fingerprint)}".strip()
+
+
 def _per_seed(g: pd.DataFrame, col_name: str) -> pd.DataFrame:
     """The records that have the metric, the newest one per seed."""
     have = g[g[col_name].notna()] if col_name in g else g.iloc[0:0]
@@ -53,7 +60,7 @@ def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool, l
         seeds = _per_seed(g, col_name)
         mean, ci = mean_ci95(seeds[col_name]) if len(seeds) else (math.nan, math.nan)
         rows.append({
-            "arch": arch, "size": size, "variant": variant or "–", "data": short(data), "code": short(code),
+            "arch": arch, "size": size, "variant": variant or "–", "data": data_label(g, data), "code": short(code),
             "setup": short(setup), "seeds": int(seeds[SEED].nunique()) if len(seeds) else 0,
             metric: mean, "± 95% CI": ci,
             "params": int(g[PARAMS].iloc[0]),
