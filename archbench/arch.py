@@ -8,6 +8,8 @@ cannot do is one clear error naming the arch, the kind and what it supports.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -47,11 +49,29 @@ class ArchSpec:
                 f"arch '{self.name}' has no hyperparameter {', '.join(map(repr, unknown))}; "
                 f"valid: {', '.join(sorted(names))}"
             )
+        hints = typing.get_type_hints(type(preset))
+        for k, v in given.items():
+            _check_hparam(self.name, k, v, hints.get(k))
         return dataclasses.replace(preset, **given)
 
     def build_model(self, kind: str, size: str, task_spec: TaskSpec, overrides: Mapping[str, Any] | None = None):
         self.check_kind(kind)
         return self.build(kind, self.hparams(size, overrides), task_spec)
+
+
+def _check_hparam(arch: str, key: str, value: Any, hint: Any) -> None:
+    """A given hyperparameter has its field's type: counts are positive integers, rates and scales
+    finite numbers >= 0, switches booleans (a negative width would fail deep in torch, a nan silently)."""
+    kinds = set(typing.get_args(hint)) - {type(None)} if typing.get_args(hint) else {hint}
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if bool in kinds and not isinstance(value, bool):
+        raise UserError(f"arch.{key} must be true or false, got {value!r}")
+    if int in kinds and float not in kinds and (not is_int or value < 1):
+        raise UserError(f"arch.{key} of '{arch}' must be a positive integer, got {value!r}")
+    if float in kinds and (not (is_int or isinstance(value, float)) or not math.isfinite(value) or value < 0):
+        raise UserError(f"arch.{key} of '{arch}' must be a finite number >= 0, got {value!r}")
+    if str in kinds and not isinstance(value, str):
+        raise UserError(f"arch.{key} of '{arch}' must be a string, got {value!r}")
 
 
 def _check_arch(name: str, obj: Any) -> None:

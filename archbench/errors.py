@@ -6,6 +6,8 @@ Everything that can be wrong in what a user asked for (a config value, a path, a
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from contextlib import contextmanager
 from typing import NoReturn
@@ -29,3 +31,23 @@ def user_errors_exit():
         yield
     except UserError as e:
         fail(str(e))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error shape: one ``error: ...`` line (naming --help) and exit 2,
+    instead of a usage block that can run to several lines."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see {self.prog} --help")
+
+
+def check_output_file(path: str, what: str) -> None:
+    """A file we are about to write: its folder exists and is writable, and it is not a folder."""
+    p = os.path.abspath(path)
+    folder = os.path.dirname(p)
+    if os.path.isdir(p):
+        raise UserError(f"{what} '{path}' is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UserError(f"{what} '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(p) and not os.access(p, os.W_OK)):
+        raise UserError(f"{what} '{path}' cannot be written (permission denied); give a writable path")

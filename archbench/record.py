@@ -5,8 +5,10 @@ report reads records through ``RunRecord.from_dict``, which also upgrades record
 versions of the schema (``SCHEMA_VERSION`` history below), so old results stay readable. The run
 key hashes the resolved config minus the keys that only say where or how loudly to run.
 
-Writes go to a temporary file in the same folder and are renamed over the target with
-``os.replace``: a reader sees either no record or a whole one, never half of one.
+Writes go through archbench/files.py (a temporary file renamed over the target, mode 0666 minus
+the umask): a reader sees either no record or a whole one, never half of one. A file in ``runs/``
+that is not a readable record is moved to ``runs/quarantine/`` with one warning line when the
+records are read, so one bad file never stops a report or a sweep.
 
 Schema versions: 1 (budget limits at the top of ``budget``, no ``token_limit``);
 2 (``budget.given`` / ``token_limit`` / ``consumed``; ``env.world_size``).
@@ -18,10 +20,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from archbench.files import write_atomic  # noqa: F401  (public here since schema 1)
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged", "skipped", "planned")
@@ -143,6 +147,7 @@ class RunRecord:
     fit: dict[str, Any] | None = None  # what a fitted model reported
     init_from: dict[str, Any] | None = None
     checkpoint: str | None = None
+    code_version: str | None = None  # hash of the code that produced the record (harness/identity.py)
     lmeval: dict[str, Any] | None = None  # lm-evaluation-harness scores added by harness.lmeval
     lmeval_info: dict[str, Any] | None = None  # per lm-eval task: what was evaluated (data, limit, version)
     traceback: str | None = None
@@ -196,9 +201,12 @@ def upgrade(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def run_key(config: dict[str, Any]) -> str:
-    """A hash of the resolved config minus the keys that say where or how loudly to run."""
+def run_key(config: dict[str, Any], hparams: dict[str, Any] | None = None) -> str:
+    """A hash of the resolved config minus the keys that say where or how loudly to run, and of the
+    arch's hyperparameters as its size preset resolves them (a changed preset is another run)."""
     conf = json.loads(json.dumps(config, default=str))
+    if hparams is not None:
+        conf["__hparams__"] = json.loads(json.dumps(hparams, default=str))
     for dotted in KEY_EXCLUDED:
         node, *rest = dotted.split(".")
         if rest:
@@ -216,24 +224,6 @@ def record_path(results_dir, key: str) -> Path:
     return runs_dir(results_dir) / f"{key}.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_record(results_dir, record: RunRecord) -> Path:
     record.validate()
     path = record_path(results_dir, record.run_key)
@@ -241,21 +231,69 @@ def write_record(results_dir, record: RunRecord) -> Path:
     return path
 
 
-def read_record(path: Path) -> RunRecord | None:
-    """The record at ``path``, or None when it is missing or not a readable record."""
+NEWER = "written by a newer schema version"  # not bad: left in place, only skipped
+
+
+def load_record(path: Path) -> tuple[RunRecord | None, str | None]:
+    """(record, None), or (None, why the file at ``path`` is not a readable record)."""
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
-        return RunRecord.from_dict(d) if isinstance(d, dict) and d.get("run_key") else None
-    except (OSError, ValueError, TypeError):
+    except FileNotFoundError:
+        return None, "missing"
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 (byte {e.start})"
+    except ValueError as e:
+        return None, "empty file" if Path(path).stat().st_size == 0 else f"not JSON ({e})"
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e})"
+    if not isinstance(d, dict):
+        return None, f"a JSON {type(d).__name__}, not a record object"
+    if not d.get("run_key"):
+        return None, "no run_key"
+    version = d.get("schema_version", 1)
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        return None, NEWER
+    try:
+        rec = RunRecord.from_dict(d)
+        rec.validate()
+    except (ValueError, TypeError) as e:
+        return None, str(e)
+    return rec, None
+
+
+def read_record(path: Path) -> RunRecord | None:
+    """The record at ``path``, or None when it is missing or not a readable record."""
+    return load_record(path)[0]
+
+
+def quarantine(path: Path, why: str) -> Path | None:
+    """Move a bad file out of ``runs/`` into ``runs/quarantine/`` with one warning line."""
+    folder = Path(path).parent / "quarantine"
+    folder.mkdir(exist_ok=True)
+    target = folder / Path(path).name
+    n = 1
+    while target.exists():
+        target, n = folder / f"{Path(path).stem}.{n}{Path(path).suffix}", n + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:  # another reader moved it first
         return None
+    print(f"warning: moved {path} to {target}: not a run record ({why})", file=sys.stderr)
+    return target
 
 
 def iter_records(results_dir) -> Iterator[RunRecord]:
+    """Every readable record in ``runs/``; a bad file is quarantined on the way."""
     folder = runs_dir(results_dir)
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*.json")):
-        rec = read_record(path)
+        rec, why = load_record(path)
         if rec is not None:
             yield rec
+        elif why == NEWER:
+            print(f"warning: skipped {path}: {why} than this code ({SCHEMA_VERSION}); update archbench to read it",
+                  file=sys.stderr)
+        elif why != "missing":
+            quarantine(path, why)

@@ -14,6 +14,9 @@ TOOLS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in TOOLS and args[0] not in ("-h", "--help"):
+        print(f"error: unknown tool '{args[0]}'; valid: {', '.join(TOOLS)} (python -m archs --help)", file=sys.stderr)
+        return 2
     if not args or args[0] not in TOOLS:
         listing = "\n".join(f"  {name:8s} {about}" for name, (_, about) in TOOLS.items())
         print(f"usage: python -m archs TOOL [args]\ntools:\n{listing}", file=sys.stderr)

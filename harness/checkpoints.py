@@ -12,8 +12,6 @@ Count-based models are checkpointable too if they offer ``state_dict`` / ``load_
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 
 from archbench import TaskSpec, get_arch
 from archbench.errors import UserError
+from archbench.files import atomic_target
 
 FORMAT = 1
 
@@ -39,15 +38,8 @@ def save_checkpoint(path: Path, model, *, arch: str, size: str, kind: str, hpara
         "task_config": task_config,
         "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:  # whole or absent, mode 0666 minus the umask
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -8,6 +8,8 @@ one UserError naming the value and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import re
 import tempfile
@@ -29,6 +31,9 @@ NON_NEGATIVE_INTS = ("eval_every",)
 POSITIVE_FLOATS = ("lr", "grad_clip")
 UNIT_FLOATS = ("min_lr_ratio",)
 PLAN_MODES = ("auto", "always")
+# Flags: Hydra reads `force=no` or `force='false'` as a string, which would be truthy; only a YAML
+# boolean is accepted.
+BOOL_FLAGS = ("force", "report", "checkpoint", "train.progress")
 
 
 def group_options(group: str) -> list[str]:
@@ -73,7 +78,10 @@ def _composition_message(e: Exception) -> str:
     if m and "+" in msg:  # Hydra's struct check: the key is not declared anywhere in the config
         key = m.group(1)
         parent, _, _ = key.rpartition(".")
-        return f"unknown config key '{key}'; valid keys{f' under {parent}' if parent else ''}: {', '.join(_keys_at(parent))}"
+        keys = _keys_at(parent)
+        near = difflib.get_close_matches(key.rpartition(".")[2], keys, n=1, cutoff=0.5)
+        hint = f"did you mean '{parent + '.' if parent else ''}{near[0]}'? " if near else ""
+        return f"unknown config key '{key}'; {hint}valid keys{f' under {parent}' if parent else ''}: {', '.join(keys)}"
     return msg
 
 
@@ -99,7 +107,15 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_flags(conf: Mapping[str, Any]) -> None:
+    for dotted in BOOL_FLAGS:
+        node, _, leaf = dotted.rpartition(".")
+        value = (conf[node] if node else conf).get(leaf, False)
+        if not isinstance(value, bool):
+            raise UserError(f"{dotted} must be true or false, got {value!r}")
 
 
 def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
@@ -120,15 +136,14 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
         resolve_backend(conf["attention"], device, compute_dtype(device))
     if conf.get("plan", "auto") not in PLAN_MODES:
         raise UserError(f"unknown plan '{conf['plan']}'; valid: {', '.join(PLAN_MODES)}")
-    if not isinstance(conf.get("checkpoint", False), bool):
-        raise UserError(f"checkpoint must be true or false, got {conf['checkpoint']!r}")
+    _check_flags(conf)
     if conf.get("init_from"):
         checkpoints.check(str(conf["init_from"]), conf["arch"]["name"])
     if not _is_int(conf["seed"]):
         raise UserError(f"seed must be an integer, got {conf['seed']!r}")
     budget = Budget.from_config(conf)
     _validate_train(conf["train"])
-    check_writable(conf["results_dir"])
+    check_writable(conf["results_dir"], report=conf["report"])
     return budget
 
 
@@ -152,11 +167,28 @@ def _validate_train(t: Mapping[str, Any]) -> None:
         raise UserError(f"train.betas must be two numbers in [0, 1), got {betas!r}")
 
 
-def check_writable(results_dir: str) -> None:
+def check_writable(results_dir: str, *, report: bool = False) -> None:
+    """results_dir and its runs/ folder can take files (and report.md, when a report is wanted).
+    Creates nothing: a folder that does not exist yet is checked through its nearest ancestor."""
+    runs = os.path.join(results_dir, "runs")
+    probe = os.path.abspath(runs)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"results cannot be written under '{probe}': it is a file, not a folder; point results_dir= at a folder")
     try:
-        os.makedirs(results_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-check-"):
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-check-", suffix=".tmp"):
             pass
     except OSError as e:
-        raise UserError(f"results_dir '{results_dir}' cannot be written ({e.strerror or e}); "
+        raise UserError(f"'{probe}' cannot be written ({e.strerror or e}); "
                         "point results_dir= at a writable folder") from None
+    if report:
+        check_report_target(results_dir)
+
+
+def check_report_target(results_dir: str) -> None:
+    """report.md, runs.csv and runs.parquet can be (re)placed: none of them is a folder."""
+    for name in ("report.md", "runs.csv", "runs.parquet"):
+        path = os.path.join(results_dir, name)
+        if os.path.isdir(path):
+            raise UserError(f"'{path}' is a folder; the report writes a file there: move the folder away")

@@ -19,11 +19,13 @@ import torch
 from archbench import ArchSpec, Budget, Task, TaskSpec, build_task, check_model, get_arch, task_kind
 from archbench.budget import consumed
 from archbench.errors import UserError
-from archbench.record import DataInfo, Env, RunRecord, Throughput, read_record, record_path, run_key, write_record
+from archbench.record import DataInfo, Env, RunRecord, Throughput, NEWER, load_record, quarantine, record_path, write_record
 from archs.layers.attention import resolve_backend
 from harness import checkpoints, hardware, planner as planning, plugins
 from harness.config import validate
 from harness.evaluate import evaluate
+from harness.identity import carry_over, code_version, key_of, stale_reason, supersede
+from harness.locks import run_lock
 from harness.train import TrainOutcome, train
 
 NON_EMBEDDING_FORMULA = "params - weights of nn.Embedding modules (None: not a torch module)"
@@ -78,23 +80,49 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
     arch = get_arch(conf["arch"]["name"])
     kind = task_kind(conf["task"]["name"])
     budget = validate(conf, check_kind=single)
-    key = run_key(dict(conf))
+    key = key_of(conf)
     results_dir = conf["results_dir"]
     path = record_path(results_dir, key)
-    old = read_record(path)
-    wants_checkpoint = conf.get("checkpoint") and not checkpoints.checkpoint_path(results_dir, key).is_file()
-    if old and old.status == "ok" and not conf["force"] and not wants_checkpoint:
-        print(f"skip {conf['arch']['name']}/{conf['size']} {conf['task']['name']} seed={conf['seed']}: "
-              f"an ok record exists ({path}); force=true reruns it")
-        return old
+    desc = f"{conf['arch']['name']}/{conf['size']} {conf['task']['name']} seed={conf['seed']}"
+    with run_lock(results_dir, key, desc):  # a second sweep waits here, then finds the ok record
+        old, reuse = cached(conf, path, desc)
+        if reuse:
+            return old
+        return _run(conf, overrides, arch, kind, budget, key, old)
 
+
+def cached(conf: Mapping[str, Any], path, desc: str) -> tuple[RunRecord | None, bool]:
+    """(the record on disk, whether it stands in for this run): only an ok record of the same run
+    key, code version and data fingerprint does, unless force=true or a checkpoint is wanted."""
+    old, why = load_record(path)
+    if old is None and why not in ("missing", NEWER):
+        quarantine(path, why)
+    wants_checkpoint = conf.get("checkpoint") and not checkpoints.checkpoint_path(conf["results_dir"],
+                                                                                 path.stem).is_file()
+    if not old or old.status != "ok" or conf["force"] or wants_checkpoint:
+        return old, False
+    reason = stale_reason(old, None)
+    if reason is None:  # the code matches: is the data the same? (known once the task reads it)
+        seed_everything(int(conf["seed"]))
+        reason = stale_reason(old, build_task(conf["task"]).data_info().get("fingerprint"))
+    if reason:
+        print(f"rerun {desc}: {reason}; the old record is kept in runs/superseded/")
+        return old, False
+    print(f"skip {desc}: an ok record of this config, code and data exists ({path}); force=true reruns it")
+    return old, True
+
+
+def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, old: RunRecord | None) -> RunRecord:
+    results_dir = conf["results_dir"]
+    path = record_path(results_dir, key)
     rec = RunRecord(run_key=key, arch=arch.name, size=conf["size"], task=conf["task"]["name"], kind=kind,
-                    seed=conf["seed"], budget=budget.record(), overrides=list(overrides or []), config=dict(conf))
+                    seed=conf["seed"], budget=budget.record(), overrides=list(overrides or []), config=dict(conf),
+                    code_version=code_version())
     if kind not in arch.kinds:  # in a multirun an unsupported pair is recorded, not fatal
         rec.status = "skipped"
         rec.error = f"arch '{arch.name}' does not support task kind '{kind}': " + \
             arch.unsupported.get(kind, f"it supports {', '.join(arch.kinds)}")
-        write_record(results_dir, rec)
+        _write(results_dir, rec, old)
         print(f"skipped {key}: {rec.error}")
         return rec
 
@@ -108,9 +136,16 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
         rec.traceback = traceback.format_exc()
         print(f"run {key} failed: {rec.error}")
     rec.wall_s = time.perf_counter() - t_start
-    write_record(results_dir, rec)
+    _write(results_dir, rec, old)
     _print_summary(rec, path)
     return rec
+
+
+def _write(results_dir, rec: RunRecord, old: RunRecord | None) -> None:
+    """The new record, with the old one (if any) copied to runs/superseded/ first, never overwritten."""
+    carry_over(old, rec)
+    supersede(results_dir, rec.run_key)  # whatever is there: a record of any status or schema
+    write_record(results_dir, rec)
 
 
 def execute(conf: Mapping[str, Any], rec: RunRecord, arch: ArchSpec, budget: Budget) -> None:
@@ -199,6 +234,11 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
         rec.stop_reason = "fit"
         return TrainOutcome(status="ok", tokens_seen=rec.tokens_seen, stop_reason="fit")
     desc = f"{rec.arch}/{rec.size} seed={rec.seed}"
+    t = p.tcfg  # say what a long first step is doing (a 64k context on a CPU sits there for minutes)
+    val = f"; validation ({t['eval_batches']} x 32 windows) at step 0 and every {t['eval_every']} steps" \
+        if t["eval_every"] else ""
+    print(f"{desc}: training on {p.device.type}, up to {t['max_steps'] or 'budget'} steps of {t['batch_size']} x "
+          f"{p.seq_len} tokens{val}", flush=True)
     out = train(model, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc)
     rec.steps, rec.tokens_seen, rec.curve, rec.stop_reason = out.steps, out.tokens_seen, out.curve, out.stop_reason
     rec.throughput.tokens_per_s, rec.throughput.train_seconds = out.tokens_per_s, out.train_seconds

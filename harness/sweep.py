@@ -8,7 +8,10 @@ which are skipped when a job fails.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import itertools
+import os
+import secrets
 import sys
 from typing import Any
 
@@ -18,15 +21,21 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from archbench.errors import UserError, fail
-from archbench.record import read_record, record_path, run_key
+from archbench.files import remove_orphans
+from archbench.record import iter_records, read_record, record_path, runs_dir
 from harness import plugins
 from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
+from harness.identity import key_of
+from harness.overrides import check_override_keys
 
 # Hydra's own flags: with these the user asks Hydra about the config, no job runs.
 INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
               "--resolve", "--version"}
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 MAX_PREFLIGHT_JOBS = 512
+SWEEP_ID_ENV = "ARCHBENCH_SWEEP_ID"  # names this sweep's Hydra folder (sweeps/config.yaml hydra.*.dir)
+FAILED_EXIT = 3  # some run diverged or failed (or left no record); the report is still built
+DONE = ("ok", "planned", "skipped")
 
 _state: dict[str, Any] = {"results_dirs": set(), "user_errors": []}
 
@@ -59,6 +68,7 @@ def _jobs(args: list[str]) -> list[list[str]]:
 def preflight(args: list[str], multirun: bool) -> list[dict]:
     """Compose and validate every job; returns their resolved configs."""
     plugins.load_from_overrides(args)  # before composing: a plug-in may add an arch or task
+    check_override_keys(args)
     jobs = _jobs(args)
     multirun = multirun or len(jobs) > 1
     confs = []
@@ -98,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in args if a not in MULTIRUN_FLAGS]
     try:
         confs = preflight(overrides, multirun)
+        tidy(sorted({c["results_dir"] for c in confs}))
+        # time + a random id: two sweeps started in the same second get their own Hydra folders
+        os.environ[SWEEP_ID_ENV] = f"{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
         sys.argv = [sys.argv[0], *args]
         for v in _state.values():
             v.clear()
@@ -114,9 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     if _state["user_errors"]:
         return UserError.exit_code
     # read outcomes from disk: with a process-pool launcher (joblib, submitit) jobs share no memory
-    records = [read_record(record_path(c["results_dir"], run_key(c))) for c in confs]
+    records = [read_record(record_path(c["results_dir"], key_of(c))) for c in confs]
     statuses = [r.status if r else None for r in records]
-    return 1 if "failed" in statuses or None in statuses else 0
+    bad = [s or "no record" for s in statuses if s not in DONE]
+    if bad:
+        print(f"{len(bad)} of {len(statuses)} runs did not finish ok ({', '.join(sorted(set(bad)))}); exit {FAILED_EXIT}",
+              file=sys.stderr)
+        return FAILED_EXIT
+    return 0
+
+
+def tidy(results_dirs: list[str]) -> None:
+    """Before any run: remove the temp files of killed writers, quarantine files that are not records."""
+    for d in results_dirs:
+        remove_orphans(d, runs_dir(d), runs_dir(d) / "superseded", *(os.path.join(d, sub) for sub in
+                       ("checkpoints", "lmeval_tasks", ".cache")))
+        for _ in iter_records(d):
+            pass
 
 
 if __name__ == "__main__":

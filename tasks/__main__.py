@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from archbench.errors import UserError, user_errors_exit
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.data.word_corpus import write_builtin_corpus
 
     with user_errors_exit():
+        if os.path.exists(args[1]) and not os.path.isdir(args[1]):  # before the corpus is built (seconds)
+            raise UserError(f"cannot write the word corpus into '{args[1]}': it is a file; give a folder")
         try:
             train, test = write_builtin_corpus(args[1])
         except OSError as e:

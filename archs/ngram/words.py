@@ -10,7 +10,6 @@ The builtin English corpus as such files: ``python -m tasks word-corpus out_dir/
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from archbench.errors import UserError, user_errors_exit
+from archbench.errors import ArgumentParser, UserError, check_output_file, user_errors_exit
 from archs.ngram.backoff import BackoffLM
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -114,7 +113,7 @@ def perplexity(model: BackoffLM, sentences: list[list[str]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m archs ngram", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m archs ngram", description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", help="training text: whitespace tokens, one sentence a line")
     ap.add_argument("--order", type=int, default=5, help="n-gram order, 1..6 (default 5)")
     ap.add_argument("--discount-fallback", action="store_true",
@@ -126,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     with user_errors_exit():
         if bool(args.train) == bool(args.read_arpa):
             raise UserError("give exactly one of --train FILE (estimate) or --read-arpa FILE (load)")
+        if args.write_arpa:  # before the estimate: a bad path costs nothing
+            check_output_file(args.write_arpa, "--write-arpa")
         if args.read_arpa:
             from archs.ngram.arpa import read_arpa
 
@@ -133,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from archs.ngram.kneser_ney import KENLM_FALLBACK
 
-            model = estimate_from_sentences(read_token_file(args.train), args.order,
-                                            KENLM_FALLBACK if args.discount_fallback else None)
+            try:
+                model = estimate_from_sentences(read_token_file(args.train), args.order,
+                                                KENLM_FALLBACK if args.discount_fallback else None)
+            except UserError as e:  # the estimator names the sweep's key; here the flag is the way
+                raise UserError(str(e).replace("set arch.discount_fallback=[0.5,1.0,1.5]", "pass --discount-fallback")
+                                .replace("arch.discount_fallback", "--discount-fallback")) from None
             print(f"estimated order-{model.order} model: n-grams per order {model.counts()}")
         if args.write_arpa:
             from archs.ngram.arpa import write_arpa
 
-            print(f"wrote {write_arpa(model, args.write_arpa)}")
+            try:
+                print(f"wrote {write_arpa(model, args.write_arpa)}")
+            except OSError as e:
+                raise UserError(f"--write-arpa '{args.write_arpa}' cannot be written ({e.strerror or e})") from None
         if args.test:
             r = perplexity(model, read_token_file(args.test))
             print(f"tokens={r['tokens']} oovs={r['oovs']} log10_prob={r['log10_prob']:.4f} "

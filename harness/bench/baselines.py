@@ -15,7 +15,6 @@ Timings are wall-clock on whatever machine runs this; on a shared machine they a
 """
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -28,6 +27,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+from archbench.errors import ArgumentParser, UserError, user_errors_exit
 
 
 def spliced_corpus(n_words: int, seed: int = 0) -> list[list[str]]:
@@ -129,14 +130,31 @@ def bench_hmm(ks: list[int], batch: int = 16, seq_len: int = 128, vocab: int = 2
     return rows
 
 
+def check_args(args) -> list[int]:
+    """The HMM state counts; a UserError for values the benchmarks cannot use."""
+    if args.words < 1:
+        raise UserError(f"--words must be a positive integer, got {args.words}")
+    if not 1 <= args.order <= 6:
+        raise UserError(f"--order must be in 1..6, got {args.order}")
+    try:
+        ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise UserError(f"--ks must be positive integers separated by commas (e.g. 16,64), got {args.ks!r}")
+    return ks
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.bench.baselines", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m harness.bench.baselines", description=__doc__.split("\n\n")[0])
     ap.add_argument("--words", type=int, default=10_000_000, help="n-gram corpus size in words (default 10M)")
     ap.add_argument("--order", type=int, default=5)
     ap.add_argument("--ks", default="16,64,256,1024", help="HMM state counts, comma-separated")
     ap.add_argument("--skip-ngram", action="store_true")
     ap.add_argument("--skip-hmm", action="store_true")
     args = ap.parse_args(argv)
+    with user_errors_exit():
+        ks = check_args(args)
     mib = 2 ** 20
     if not args.skip_ngram:
         r = bench_ngram(args.words, args.order)
@@ -152,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  KenLM lmplz on the same text: {lz['seconds_incl_arpa_write']:.1f} s (incl. ARPA to /dev/null), "
                   f"max RSS {rss}, rc={lz['rc']}")
     if not args.skip_hmm:
-        ks = [int(k) for k in args.ks.split(",") if k]
         print("HMM forward-backward, batch 16 x 128 tokens, vocab 256, fp32 (tokens/s, median of 3):")
         print(f"  {'K':>6} {'gradient step':>14} {'EM E-step':>12}")
         for row in bench_hmm(ks):

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from archbench.errors import ArgumentParser, UserError, check_output_file, user_errors_exit
+from archbench.files import write_atomic
 from harness import hardware
 from harness.bench import attention, baselines, gpt_step
 from harness.bench.memory import measure_memory
@@ -15,7 +17,7 @@ DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
+    ap = ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
     ap.add_argument("--only", choices=("attention", "gpt", "baselines"),
                     help="run one part (baselines: harness/bench/baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
@@ -24,7 +26,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=5, help="timed GPT steps (default 5)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", help="also write the results to this JSON file")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    with user_errors_exit():
+        check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Values argparse's types let through but the benchmarks cannot use: one line, before any work."""
+    shortest = attention.LENGTHS[0]
+    if args.max_len < shortest:
+        raise UserError(f"--max-len must be at least {shortest} (the shortest benchmarked length; lengths: "
+                        f"{', '.join(map(str, attention.LENGTHS))}), got {args.max_len}")
+    if args.steps < 1:
+        raise UserError(f"--steps must be a positive integer, got {args.steps}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    if args.json:
+        check_output_file(args.json, "--json")
 
 
 def _attention(device: torch.device, max_len: int) -> dict[str, Any]:
@@ -55,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = hardware.resolve_device(args.device)
+    with user_errors_exit():
+        device = hardware.resolve_device(args.device)
     env = hardware.environment(device)
     print(f"device: {env['device_name']} ({device.type}), {env['threads']} threads, torch {env['torch']}; "
           "timings on a shared machine vary with its load")
@@ -70,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         print("baselines (python -m harness.bench.baselines for its options):")
         baselines.main([])
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+        write_atomic(args.json, json.dumps(results, indent=2, default=str))
         print(f"wrote {args.json}")
     return 0

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from archbench.errors import UserError
-from archbench.record import RunRecord, read_record, record_path, run_key, runs_dir, write_record
+from archbench.record import RunRecord, load_record, record_path, runs_dir, write_record
+from harness.identity import key_of
+from harness.locks import run_lock
 from harness.lmeval.export import BUILTIN_TASK, export_lm_task
 
 
@@ -50,7 +52,10 @@ def _hydra_job_run(folder: Path, value: str) -> tuple[Path, Path]:
     from omegaconf import OmegaConf
 
     conf = OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=True)
-    path = record_path(conf["results_dir"], run_key(conf))
+    try:
+        path = record_path(conf["results_dir"], key_of(conf))
+    except (KeyError, TypeError) as e:
+        raise UserError(f"Hydra job folder '{value}' holds no archbench config ({e})") from None
     if not path.is_file():
         raise UserError(f"the run of Hydra job folder '{value}' has no record ({path}); did it finish?")
     return Path(conf["results_dir"]), path
@@ -71,9 +76,9 @@ def checkpoint_of(rec: RunRecord) -> str:
 
 
 def _read(path: Path) -> RunRecord:
-    rec = read_record(path)
+    rec, why = load_record(path)
     if rec is None:
-        raise UserError(f"run record '{path}' cannot be read (not JSON?)")
+        raise UserError(f"run record '{path}' cannot be read: {why}")
     return rec
 
 
@@ -168,8 +173,9 @@ def _lm_eval_version() -> str | None:
 
 def _merge(path: Path, results_dir: Path, scores: dict[str, float], facts: dict[str, Any]) -> RunRecord:
     """Merge into the record as it is on disk now (read fresh) and write it back atomically."""
-    rec = _read(path)
-    rec = dataclasses.replace(rec, lmeval={**(rec.lmeval or {}), **scores},
-                              lmeval_info={**(rec.lmeval_info or {}), **facts})
-    write_record(results_dir, rec)
+    with run_lock(results_dir, path.stem):  # not while a rerun of the same config writes its record
+        rec = _read(path)
+        rec = dataclasses.replace(rec, lmeval={**(rec.lmeval or {}), **scores},
+                                  lmeval_info={**(rec.lmeval_info or {}), **facts})
+        write_record(results_dir, rec)
     return rec

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from archbench.files import atomic_target
+
 
 def pyplot():
     """matplotlib.pyplot and seaborn, with the headless backend and the report's theme set."""
@@ -25,8 +27,11 @@ def save(fig, path: Path, ax=None) -> str:
     if ax is not None:
         tidy_log_axes(ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_target(path) as tmp:  # whole PNG or the old one, never half
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return Path(path).name
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from archbench.record import RunRecord, iter_records
+from archbench.record import RunRecord, iter_records, run_key
 
 FLATTEN_LEVELS = 1  # json_normalize(max_level=...): a column name has at most two dotted parts
 
@@ -83,6 +83,16 @@ CONFIG_TRAIN = column("config.train")  # dict: the resolved train config
 PLAN_MEMORY = column("plan.memory")  # dict: the planner's byte counts
 LOSS_BY_POSITION = metric("loss_by_position")
 LMEVAL_PREFIX = column("lmeval") + "."
+DATA_FINGERPRINT, CODE_VERSION = column("data.fingerprint"), column("code_version")
+DATA_SOURCE = column("data.source")
+CREATED_AT = column("created_at")
+SETUP = "setup"  # derived in frame(): setup_key below
+
+
+def setup_key(rec: RunRecord) -> str:
+    """A hash of everything that decides the run but the seed: config (minus where/how loudly) and
+    the resolved hyperparameters. Records that differ here are never pooled into one row."""
+    return run_key({**(rec.config or {}), "seed": None}, rec.hparams)
 
 
 def load_records(results_dir) -> list[RunRecord]:
@@ -92,7 +102,8 @@ def load_records(results_dir) -> list[RunRecord]:
 def frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per record; nested parts flattened one level to dotted columns. Keys are sorted as
     the records are on disk, so the column order is the one the JSON files have."""
-    dicts = [json.loads(json.dumps(r.to_dict(), sort_keys=True, default=str)) for r in records]
+    dicts = [{**json.loads(json.dumps(r.to_dict(), sort_keys=True, default=str)), SETUP: setup_key(r)}
+             for r in records]
     if not dicts:
         return pd.DataFrame()
     return pd.json_normalize(dicts, max_level=FLATTEN_LEVELS)

@@ -8,13 +8,15 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.figures import image_links, pyplot, save
-from harness.report.frame import (ARCH, LOWER_IS_BETTER, MFU, PARAMS, PRIMARY_METRIC, REFERENCE_ROWS, SIZE,
-                                  STATUS, TASK, TOKENS_PER_S, TOKENS_SEEN, WALL_S, metric as metric_col, ok_runs,
-                                  with_variants)
+from harness.report.frame import (ARCH, CODE_VERSION, CREATED_AT, DATA_FINGERPRINT, DATA_SOURCE, LOWER_IS_BETTER, MFU, PARAMS,
+                                  PRIMARY_METRIC, REFERENCE_ROWS, SEED, SETUP, SIZE, STATUS, TASK, TOKENS_PER_S,
+                                  TOKENS_SEEN, WALL_S, col, metric as metric_col, ok_runs, with_variants)
+from harness.report.identity import IDENTITY, short, split_notes
 from harness.report.tables import md_table
 
 INTRO = ("Leaderboard by `{metric}` ({better} is better); mean over seeds, ± half-width of the 95% Student-t "
-         "interval (– with one seed). tokens/s is measured over training steps only; MFU = tokens/s x FLOPs per "
+         "interval (– with one seed); seeds counts distinct seeds with the metric. A row pools only records of one data "
+         "set (`data`: fingerprint), one code version and one setup. tokens/s is measured over training steps only; MFU = tokens/s x FLOPs per "
          "token (each arch's own formula) / peak.")
 
 
@@ -31,17 +33,35 @@ def mean_ci95(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
 
 
-def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
-    """The task's board (best first), its primary metric and whether lower is better."""
+def data_label(g: pd.DataFrame, fingerprint) -> str:
+    """The data set a row was trained on: its source (a file's name) and fingerprint."""
+    source = col(g, DATA_SOURCE).dropna()
+    name = Path(str(source.iloc[0]).split(" (")[0]).name if len(source) else ""
+    return f"{name} {short(fingerprint)}".strip()
+
+
+def _per_seed(g: pd.DataFrame, col_name: str) -> pd.DataFrame:
+    """The records that have the metric, the newest one per seed."""
+    have = g[g[col_name].notna()] if col_name in g else g.iloc[0:0]
+    return have.sort_values(CREATED_AT).drop_duplicates(SEED, keep="last") if CREATED_AT in have else have
+
+
+def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool, list[str]]:
+    """The task's board (best first), its primary metric, whether lower is better, and a note per
+    arch/size/variant whose records were split into rows (different data, code or setup)."""
     ok = with_variants(ok_runs(df, task))
+    for c in IDENTITY:
+        ok[c] = col(ok, c).astype(object).where(col(ok, c).notna(), "?")
     metric = ok[PRIMARY_METRIC].dropna().iloc[0]
     lower = bool(ok[LOWER_IS_BETTER].dropna().iloc[0])
-    col = metric_col(metric)
+    col_name = metric_col(metric)
     rows = []
-    for (arch, size, variant), g in ok.groupby([ARCH, SIZE, "variant"], sort=False):
-        mean, ci = mean_ci95(g[col])
+    for (arch, size, variant, data, code, setup), g in ok.groupby([ARCH, SIZE, "variant", *IDENTITY], sort=False):
+        seeds = _per_seed(g, col_name)
+        mean, ci = mean_ci95(seeds[col_name]) if len(seeds) else (math.nan, math.nan)
         rows.append({
-            "arch": arch, "size": size, "variant": variant or "–", "seeds": len(g),
+            "arch": arch, "size": size, "variant": variant or "–", "data": data_label(g, data), "code": short(code),
+            "setup": short(setup), "seeds": int(seeds[SEED].nunique()) if len(seeds) else 0,
             metric: mean, "± 95% CI": ci,
             "params": int(g[PARAMS].iloc[0]),
             "tokens seen": int(g[TOKENS_SEEN].mean()),
@@ -50,9 +70,10 @@ def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
             "wall s": g[WALL_S].mean(),
         })
     board = pd.DataFrame(rows).sort_values(metric, ascending=lower).reset_index(drop=True)
-    if (board["variant"] == "–").all():
-        board = board.drop(columns="variant")
-    return board, metric, lower
+    for c in ("variant", "code", "setup"):  # shown only when they tell rows apart
+        if board[c].nunique() < 2 and (c != "variant" or (board[c] == "–").all()):
+            board = board.drop(columns=c)
+    return board, metric, lower, split_notes(ok, [ARCH, SIZE, "variant"])
 
 
 def reference_rows(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
@@ -104,8 +125,10 @@ def metric_vs_params_plot(df: pd.DataFrame, out: Path, task: str, metric: str) -
 
 def leaderboard_section(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str) -> tuple[list[str], str, bool]:
     """The board, its reference rows and plots, as markdown lines; with the metric and its direction."""
-    board, metric, lower = leaderboard(df, task)
+    board, metric, lower, notes = leaderboard(df, task)
     md = [INTRO.format(metric=metric, better="lower" if lower else "higher"), "", md_table(board), ""]
+    if notes:
+        md += ["Rows split because their records are not comparable:", "", *notes, ""]
     refs = reference_rows(df, task, metric)
     if not refs.empty:
         md += ["Reference rows (no training; computed by the task on the same test split, from the records' "

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report.figures import image_links, pyplot, save
-from harness.report.frame import (ARCH, BUDGET_CONSUMED, BUDGET_GIVEN, CONFIG_TRAIN, CONSUMED_FLOPS,
+from harness.report.frame import (ARCH, BUDGET_CONSUMED, BUDGET_GIVEN, CODE_VERSION, CONFIG_TRAIN, CONSUMED_FLOPS,
+                                  DATA_FINGERPRINT,
                                   NON_EMBEDDING_PARAMS, PARAMS, SEED, col, metric as metric_col, ok_runs)
 from harness.report.powerlaw import bootstrap_fit
 from harness.report.tables import ci_text, md_table
@@ -50,7 +51,10 @@ def _setup_label(row: pd.Series) -> str:
     rest = {k: v for k, v in t.items() if k not in SETUP_IGNORED + ("batch_size", "seq_len", "max_steps",
                                                                     "max_tokens", "max_seconds")}
     digest = hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:6]
-    return " ".join(parts) + (f" (other settings {digest})" if rest else "")
+    # runs on other data or other code are never on one curve
+    ident = [f"{name} {str(row.get(c))[:8]}" for c, name in ((DATA_FINGERPRINT, "data"), (CODE_VERSION, "code"))
+             if isinstance(row.get(c), str)]
+    return " ".join(parts) + (f" (other settings {digest})" if rest else "") + (f" [{', '.join(ident)}]" if ident else "")
 
 
 def setup_of(ok: pd.DataFrame) -> pd.Series:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from archbench.files import atomic_target
+
 
 def fmt(x, digits=4) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -38,5 +40,7 @@ def save_table(df: pd.DataFrame, out: Path) -> None:
         if flat[c].map(lambda v: isinstance(v, (list, dict))).any():
             flat[c] = flat[c].map(lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v)
     flat = flat.astype({c: "string" for c in flat.columns if flat[c].dtype == object})
-    flat.to_parquet(out / "runs.parquet", index=False)
-    flat.to_csv(out / "runs.csv", index=False)
+    with atomic_target(out / "runs.parquet") as tmp:  # readers never see half a table
+        flat.to_parquet(tmp, index=False)
+    with atomic_target(out / "runs.csv") as tmp:
+        flat.to_csv(tmp, index=False)
