@@ -24,6 +24,7 @@ from archbench import EVAL_BATCH, Task, TaskSpec, register_task
 from archbench.errors import UserError
 from tasks.data.python_docs import python_docs_corpus
 from tasks.data.sources import read_rows
+from tasks.data.given_splits import named_splits, split_items
 from tasks.data.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
 from tasks.data.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
 from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
@@ -33,8 +34,9 @@ SOURCES = ("builtin", "synthetic-hmm", "hf", "files")
 DOC_SEPARATOR = SEPARATOR
 
 
-def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str, Any]:
-    """The documents of each split, a description of the source, and the true HMM (synthetic only)."""
+def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str, Any, str]:
+    """The documents of each split, a description of the source, the true HMM (synthetic only), and
+    how the splits were made ("hash" or "given": tasks/data/given_splits.py)."""
     source = cfg["source"]
     valid, test = cfg["valid_frac"], cfg["test_frac"]
     if source == "synthetic-hmm":
@@ -45,15 +47,20 @@ def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str,
         splits = {k: [d for _, d in v] for k, v in keyed.items()}
         h = cfg["hmm"]
         return splits, (f"synthetic-hmm:states={h['states']},alphabet={len(h['alphabet'])},"
-                        f"seed={h['seed']}"), hmm
+                        f"seed={h['seed']}"), hmm, "hash"
     if source == "builtin":
+        named_splits(cfg)  # task.splits with a builtin source is an error
         docs, where = list(python_docs_corpus()), "builtin:python-docs (pydoc_data.topics + stdlib docstrings)"
-    elif source in ("hf", "files"):
-        rows, where = read_rows(cfg, ("text",), "lm")
-        docs = [r["text"].strip() for r in rows if r["text"].strip()]
-    else:
+        return hash_split(docs, valid, test), where, None, "hash"
+    if source not in ("hf", "files"):
         raise UserError(f"unknown task.source '{source}' for task lm; valid: {', '.join(SOURCES)}")
-    return hash_split(docs, valid, test), where, None
+
+    def read(c):
+        rows, where = read_rows(c, ("text",), "lm")
+        return [r["text"].strip() for r in rows if r["text"].strip()], where
+
+    splits, method, where = split_items(cfg, read, lambda doc: doc, valid, test)
+    return splits, where, None, method
 
 
 @register_task("lm")
@@ -65,7 +72,7 @@ class LanguageModeling(Task):
 
     def __init__(self, cfg: Mapping[str, Any]):
         check_fractions(cfg["valid_frac"], cfg["test_frac"], "lm")
-        splits, self.source, hmm = _split_documents(cfg)
+        splits, self.source, hmm, self.split_method = _split_documents(cfg)
         cap = cfg.get("max_bytes")
         if cap:
             splits = {k: _cap_bytes(v, int(cap)) for k, v in splits.items()}
@@ -140,6 +147,7 @@ class LanguageModeling(Task):
     def data_info(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "splits": self.split_method,
             "tokenizer": self.tokenizer.name,
             "vocab_size": self.tokenizer.vocab_size,
             "fingerprint": self.fingerprint,

@@ -44,15 +44,22 @@ class Summarization(Seq2SeqTask):
     lower_is_better = False
 
     def __init__(self, cfg: Mapping[str, Any]):
-        pairs, source = _pairs(cfg)
         max_doc = positive_int_or_none(cfg, "max_document_bytes")
         max_sum = positive_int_or_none(cfg, "max_summary_bytes")
-        kept = [(cut_bytes(d, max_doc) if max_doc else d, s) for d, s in pairs
-                if d.strip() and s.strip() and (max_sum is None or len(s.encode("utf-8")) <= max_sum)]
-        if not kept:
-            raise UserError(f"task summarization: none of the {len(pairs)} pairs from {source} has a summary "
-                            f"within task.max_summary_bytes={max_sum}")
-        super().__init__(cfg, kept, source, {"pairs_read": len(pairs), "pairs_kept": len(kept)})
+        info = {"pairs_read": 0, "pairs_kept": 0}
+
+        def read(c):
+            pairs, source = _pairs(c)
+            kept = [(cut_bytes(d, max_doc) if max_doc else d, s) for d, s in pairs
+                    if d.strip() and s.strip() and (max_sum is None or len(s.encode("utf-8")) <= max_sum)]
+            if not kept:
+                raise UserError(f"task summarization: none of the {len(pairs)} pairs from {source} has a summary "
+                                f"within task.max_summary_bytes={max_sum}")
+            info["pairs_read"] += len(pairs)
+            info["pairs_kept"] += len(kept)
+            return kept, source
+
+        super().__init__(cfg, read, info)
 
     def score(self, hypotheses, references, sources):
         return rouge_scores(hypotheses, references)
