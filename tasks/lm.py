@@ -24,7 +24,7 @@ from archbench import EVAL_BATCH, Task, TaskSpec, register_task
 from archbench.errors import UserError
 from tasks.data.python_docs import python_docs_corpus
 from tasks.data.sources import read_rows
-from tasks.data.given_splits import named_splits, split_items
+from tasks.data.given_splits import named_splits, split_items, warn
 from tasks.data.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
 from tasks.data.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
 from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
@@ -74,14 +74,21 @@ class LanguageModeling(Task):
         check_fractions(cfg["valid_frac"], cfg["test_frac"], "lm")
         splits, self.source, hmm, self.split_method = _split_documents(cfg)
         cap = cfg.get("max_bytes")
+        given = {k: len(v) for k, v in splits.items()}
         if cap:
-            splits = {k: _cap_bytes(v, int(cap)) for k, v in splits.items()}
+            capped = {k: _cap_bytes(v, int(cap)) for k, v in splits.items()}
+            cut = {k: (len(capped[k]), len(v)) for k, v in splits.items() if len(capped[k]) < len(v)}
+            if cut:
+                warn("task lm: task.max_bytes=" + str(cap) + " keeps " + ", ".join(
+                    f"{k} {a:,} of {b:,} documents" for k, (a, b) in cut.items()))
+            splits = capped
         require_nonempty(splits, "lm", sum(len(v) for v in splits.values()))
         self.fingerprint = fingerprint(splits)
         self.splits = splits
         self.tokenizer = build_tokenizer(cfg, splits["train"], self.fingerprint)
         self.streams = {k: self.tokenizer.encode(DOC_SEPARATOR.join(v)) for k, v in splits.items()}
         self.split_docs = {k: len(v) for k, v in splits.items()}
+        self.docs_kept_of_given = {k: [len(v), given[k]] for k, v in splits.items()}
         self.test_words = len(DOC_SEPARATOR.join(splits["test"]).split())
         self.scored = {k: boundary_ids(self.tokenizer, DOC_SEPARATOR.join(splits[k]), DOC_SEPARATOR)
                        for k in ("validation", "test")}
@@ -152,6 +159,7 @@ class LanguageModeling(Task):
             "vocab_size": self.tokenizer.vocab_size,
             "fingerprint": self.fingerprint,
             "documents": self.split_docs,
+            "documents_kept_of_given": self.docs_kept_of_given,
             "tokens": {k: int(len(v)) for k, v in self.streams.items()},
         }
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from archbench import register_task
 from archbench.errors import UserError
 from tasks.data.examples import positive_int_or_none
+from tasks.data.given_splits import warn
 from tasks.data.gettext_catalogs import translation_pairs
 from tasks.data.sources import parallel_files, read_parallel, read_rows
 from tasks.scoring.metrics import translation_scores
@@ -54,6 +55,9 @@ class Translation(Seq2SeqTask):
             if not kept:
                 raise UserError(f"task mt: none of the {len(pairs)} pairs from {source} is within "
                                 f"task.max_source_bytes={max_src} / task.max_target_bytes={max_tgt}")
+            if len(kept) < len(pairs):
+                warn(f"task mt: {len(pairs) - len(kept):,} of {len(pairs):,} pairs from {source} are empty or over "
+                     f"task.max_source_bytes={max_src} / task.max_target_bytes={max_tgt} and were dropped")
             info.update(extra)
             info["pairs_read"] += len(pairs)
             info["pairs_within_caps"] += len(kept)

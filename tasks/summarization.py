@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from archbench import register_task
 from archbench.errors import UserError
 from tasks.data.examples import cut_bytes, positive_int_or_none
+from tasks.data.given_splits import warn
 from tasks.data.python_docs import docstring_summaries
 from tasks.data.sources import read_rows
 from tasks.scoring.metrics import rouge_scores
@@ -55,6 +56,11 @@ class Summarization(Seq2SeqTask):
             if not kept:
                 raise UserError(f"task summarization: none of the {len(pairs)} pairs from {source} has a summary "
                                 f"within task.max_summary_bytes={max_sum}")
+            cut = sum(1 for d, _ in pairs if max_doc and len(d.encode("utf-8")) > max_doc)
+            if len(kept) < len(pairs) or cut:
+                warn(f"task summarization: of {len(pairs):,} pairs from {source}, {len(pairs) - len(kept):,} are empty "
+                     f"or have a summary over task.max_summary_bytes={max_sum} (dropped) and {cut:,} documents were "
+                     f"cut to task.max_document_bytes={max_doc}")
             info["pairs_read"] += len(pairs)
             info["pairs_kept"] += len(kept)
             return kept, source

@@ -117,3 +117,20 @@ def test_classification_tsv_splits_are_used_as_given(tmp_path):
     task = build_task(task_config("classification", tmp_path, source="files", splits__train=str(tmp_path / "train.tsv"),
                                   splits__test=str(tmp_path / "test.tsv"), max_eval_examples=None, valid_frac=0.25))
     assert len(task.splits["test"]) == 10 and len(task.splits["train"]) + len(task.splits["validation"]) == 40
+
+
+def test_a_run_on_given_splits_records_them_and_the_report_shows_what_was_kept(tmp_path, capsys):
+    from harness.report import build_report
+    from harness.run import run_one
+    from tests.helpers import FAST, compose_conf
+
+    _wikitext_folder(tmp_path / "wiki")
+    w = tmp_path / "wiki"
+    rec = run_one(compose_conf(*FAST, f"results_dir={tmp_path / 'r'}", "task.source=files", "task.max_bytes=1500",
+                               f"task.splits.train={w}/wiki.train.txt", f"task.splits.validation={w}/wiki.valid.txt",
+                               f"task.splits.test={w}/wiki.test.txt", "train.max_steps=3")).to_dict()
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["data"]["splits"] == "given" and rec["data"]["documents_kept_of_given"]["train"][1] == 40
+    assert "warning: task lm: task.max_bytes=1500 keeps train" in capsys.readouterr().err
+    report = build_report(tmp_path / "r").read_text()
+    assert "## Data" in report and "| given |" in report and "train " in report

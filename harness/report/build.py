@@ -11,6 +11,7 @@ import pandas as pd
 from archbench.record import write_atomic
 from harness.report.capabilities import capability_section
 from harness.report.context import position_section
+from harness.report.data import data_section
 from harness.report.environment import environment_section
 from harness.report.frame import (ARCH, ERROR, LMEVAL_PREFIX, SEED, SIZE, STATUS, TASK, curves, frame,
                                   load_records, ok_runs)
@@ -75,6 +76,7 @@ def build_report(results_dir) -> Path:
         md += ["Counts by status: " + ", ".join(f"{k} {v}" for k, v in df[STATUS].value_counts().items()), ""]
         md += environment_section(df)
         md += capability_section()
+        md += data_section(records)
         md += task_sections(df, curves(records), out)
         md += throughput_section(df, out)
         md += planned_section(records)

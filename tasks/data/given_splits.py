@@ -48,7 +48,12 @@ def split_items(cfg: Mapping[str, Any], read: Callable[[Mapping[str, Any]], tupl
     named = named_splits(cfg)
     if not named:
         items, where = read(cfg)
-        return hash_split_by(list(items), key, valid_frac, test_frac), "hash", where
+        splits = hash_split_by(list(items), key, valid_frac, test_frac)
+        dropped = len(items) - sum(len(v) for v in splits.values())
+        if dropped:
+            warn(f"{dropped:,} of {len(items):,} examples from {where} repeat an earlier one and were dropped "
+                 "(a hash split keeps each text once, so no text is in two splits)")
+        return splits, "hash", where
     splits, wheres = {}, []
     for name, target in named.items():
         items, where = read(config_for_split(cfg, target))
@@ -76,6 +81,11 @@ def cap_splits(splits: dict[str, list[T]], caps: Mapping[str, int | None], key: 
             out[name] = list(items)
         kept[name] = [len(out[name]), len(items)]
         if len(out[name]) < len(items):
-            print(f"warning: task {task}: {name} split capped at {len(out[name]):,} of {len(items):,} examples "
-                  f"({setting[name]}={cap}; null keeps all)", file=sys.stderr)
+            warn(f"task {task}: {name} split capped at {len(out[name]):,} of {len(items):,} examples "
+                 f"({setting[name]}={cap}; null keeps all)")
     return out, kept
+
+
+def warn(message: str) -> None:
+    """One line on stderr at the start of a run: data the user gave that the task does not use whole."""
+    print(f"warning: {message}", file=sys.stderr)
