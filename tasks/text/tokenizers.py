@@ -20,7 +20,7 @@ import numpy as np
 
 from archbench.errors import UserError
 
-TOKENIZER_NAMES = ("byte", "word", "bpe")
+TOKENIZER_NAMES = ("byte", "word", "bpe", "pretrained")
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
@@ -173,6 +173,12 @@ def build_tokenizer(cfg, train_texts: Sequence[str], data_fingerprint: str,
         raise UserError(f"unknown task.tokenizer '{name}'; valid: {', '.join(TOKENIZER_NAMES)}")
     if name == "byte":
         return ByteTokenizer(specials)
+    if name == "pretrained":
+        from tasks.text.pretrained import PretrainedTokenizer  # lazy: it imports this module
+
+        if not cfg.get("tokenizer_path"):
+            raise UserError("task.tokenizer=pretrained needs task.tokenizer_path=<tokenizer.json or tokenizer folder>")
+        return PretrainedTokenizer(str(cfg["tokenizer_path"]), specials)
     vocab_size = cfg.get("vocab_size")
     smallest = 256 + len(specials) + 1
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
