@@ -134,3 +134,24 @@ def test_a_run_on_given_splits_records_them_and_the_report_shows_what_was_kept(t
     assert "warning: task lm: task.max_bytes=1500 keeps train" in capsys.readouterr().err
     report = build_report(tmp_path / "r").read_text()
     assert "## Data" in report and "| given |" in report and "train " in report
+
+
+def test_bert_pretrained_on_mlm_finetunes_on_builtin_classification(tmp_path):
+    """The README's pretrain -> finetune path on the builtin data with the default tokenizer: the MLM
+    checkpoint's vocabulary (byte + [PAD] [CLS] [SEP] [MASK]) is the classifier's (byte + <pad> <bos>
+    <eos> <mask>), so every backbone tensor loads."""
+    from harness.run import run_one
+    from tests.helpers import compose_conf
+
+    common = ["arch=bert", "size=tiny", "arch.n_layer=1", "arch.d_model=32", "arch.n_head=2", "arch.d_ff=64",
+              "train.max_steps=2", "train.batch_size=4", "train.eval_every=0", "train.eval_batches=1",
+              "train.progress=false", "report=false", f"results_dir={tmp_path}"]
+    pre = run_one(compose_conf(*common, "task=mlm", "train.seq_len=32", "task.max_bytes=20000",
+                               "checkpoint=true")).to_dict()
+    assert pre["status"] == "ok", pre["error"]
+    fine = run_one(compose_conf(*common, "task=classification", "train.seq_len=64", "task.per_language=60",
+                                "task.max_eval_examples=40", f"init_from={pre['checkpoint']}")).to_dict()
+    assert fine["status"] == "ok", fine["error"]
+    assert fine["data"]["vocab_size"] == pre["data"]["vocab_size"] == 260
+    loaded = fine["init_from"]
+    assert loaded["loaded"] > 0 and not any("emb" in name for name in loaded["not_in_checkpoint"])

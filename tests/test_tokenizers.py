@@ -46,7 +46,7 @@ def test_specials_follow_the_vocabulary_and_decode_to_nothing(tmp_path):
     for name in ("byte", "word", "bpe"):
         tok = _build(name, tmp_path)
         ids = sorted(tok.specials.values())
-        assert ids == list(range(tok.vocab_size - 3, tok.vocab_size))
+        assert ids == list(range(tok.vocab_size - len(SPECIALS), tok.vocab_size))
         assert tok.decode([tok.specials["<bos>"], *tok.encode("ok"), tok.specials["<eos>"]]) == "ok"
     assert ByteTokenizer().vocab_size == 256  # the LM task asks for no specials: its vocabulary is unchanged
 
@@ -84,7 +84,7 @@ def test_bpe_is_cached_by_fingerprint_and_vocab_size(tmp_path, monkeypatch):
 def test_bad_tokenizer_settings_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="unknown task.tokenizer 'sentencepiece'"):
         build_tokenizer({"tokenizer": "sentencepiece"}, TRAIN, "f")
-    with pytest.raises(UserError, match="vocab_size must be an integer >= 260"):
+    with pytest.raises(UserError, match="vocab_size must be an integer >= 261"):
         build_tokenizer({"tokenizer": "bpe", "vocab_size": 100, "cache_dir": str(tmp_path)}, TRAIN, "f", SPECIALS)
 
 

@@ -8,6 +8,7 @@ then carved from the given train split by hash (``valid_frac``), and the record 
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -86,6 +87,20 @@ def cap_splits(splits: dict[str, list[T]], caps: Mapping[str, int | None], key: 
     return out, kept
 
 
+_quiet = [False]
+
+
 def warn(message: str) -> None:
     """One line on stderr at the start of a run: data the user gave that the task does not use whole."""
-    print(f"warning: {message}", file=sys.stderr)
+    if not _quiet[0]:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def quiet_data_warnings():
+    """For rebuilding a run's task after the run (lm-eval): its data warnings were said at run time."""
+    _quiet[0] = True
+    try:
+        yield
+    finally:
+        _quiet[0] = False
