@@ -198,6 +198,9 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
         rec.params = int(model.num_params())  # a fitted model's size is known only after fitting
         rec.stop_reason = "fit"
         return TrainOutcome(status="ok", tokens_seen=rec.tokens_seen, stop_reason="fit")
+    if p.tcfg.get("mode") == "eval":  # evaluate the model as built or loaded: no step, no data read
+        rec.stop_reason = "eval-only"
+        return TrainOutcome(status="ok", stop_reason="eval-only")
     desc = f"{rec.arch}/{rec.size} seed={rec.seed}"
     out = train(model, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc)
     rec.steps, rec.tokens_seen, rec.curve, rec.stop_reason = out.steps, out.tokens_seen, out.curve, out.stop_reason
