@@ -59,7 +59,8 @@ class Budget:
             v = train.get(k)
             if v is not None and (not (_is_int(v) if typ is int else _is_number(v)) or v <= 0):
                 kind = "a positive integer" if typ is int else "a positive number"
-                raise UserError(f"train.{k} must be {kind} or null, got {v!r}")
+                hint = "; to evaluate without training use train.mode=eval" if v == 0 else ""
+                raise UserError(f"train.{k} must be {kind} or null, got {v!r}{hint}")
         budget = cls(steps=train.get("max_steps"), tokens=user.get("tokens") or train.get("max_tokens"),
                      flops=user.get("flops"), seconds=user.get("seconds") or train.get("max_seconds"))
         if budget.steps is None and budget.tokens is None and budget.seconds is None and budget.flops is None:

@@ -30,7 +30,8 @@ class BertConfig:
     d_model: int = 128
     d_ff: int | None = None  # None -> 4 * d_model
     vocab_size: int | None = None  # None -> the task tokenizer's vocabulary
-    max_positions: int | None = None  # None -> the task's context length
+    max_positions: int | None = None  # learned positions; None -> the task's context length (fixed
+    # per preset, 512 as published, so a pretrained model fine-tunes on a task of another length)
     type_vocab_size: int = 2
     dropout: float = 0.0  # hidden and attention-probability dropout
     norm_eps: float = 1e-12
@@ -45,7 +46,7 @@ class BertConfig:
 _PUBLISHED = dict(vocab_size=30522, max_positions=512, dropout=0.1)
 
 SIZES = {
-    "tiny": BertConfig(n_layer=2, n_head=2, d_model=128),                     # BERT-Tiny (Turc et al. 2019)
+    "tiny": BertConfig(n_layer=2, n_head=2, d_model=128, max_positions=512),  # BERT-Tiny (Turc et al. 2019)
     "base": BertConfig(n_layer=12, n_head=12, d_model=768, **_PUBLISHED),     # 109,482,240 (no MLM head)
     "large": BertConfig(n_layer=24, n_head=16, d_model=1024, **_PUBLISHED),   # 335,141,888 (no MLM head)
 }
@@ -156,7 +157,10 @@ class BertClassifier(_Bert):
                unsupported={"lm": "bidirectional: it would see the next token; use arch=gpt",
                             "seq2seq": "encoder-only; use arch=transformer"})
 def build(kind: str, hp: BertConfig, task: TaskSpec) -> _Bert:
-    hp = replace(hp, vocab_size=task.vocab_size, max_positions=task.max_seq_len)
+    if hp.max_positions is not None and task.max_seq_len > hp.max_positions:
+        raise UserError(f"bert: the task's examples are up to {task.max_seq_len} tokens but arch.max_positions is "
+                        f"{hp.max_positions}; raise arch.max_positions or shorten train.seq_len / the task's texts")
+    hp = replace(hp, vocab_size=task.vocab_size, max_positions=hp.max_positions or task.max_seq_len)
     if kind == "mlm":
         return BertForMaskedLM(hp, next_sentence=task.num_classes == 2)
     if not task.num_classes:

@@ -20,6 +20,7 @@ import torch
 from archbench import TaskSpec, get_arch
 from archbench.errors import UserError
 from archbench.files import atomic_target
+from harness import plugins
 
 FORMAT = 1
 
@@ -29,13 +30,14 @@ def checkpoint_path(results_dir, run_key: str) -> Path:
 
 
 def save_checkpoint(path: Path, model, *, arch: str, size: str, kind: str, hparams, task_spec: TaskSpec,
-                    run_key: str, task_config: dict[str, Any]) -> Path:
+                    run_key: str, task_config: dict[str, Any], plugin_names: list[str] | None = None) -> Path:
     payload = {
         "format": FORMAT,
         "arch": arch, "size": size, "kind": kind, "task": task_config.get("name"), "run_key": run_key,
         "hparams": dataclasses.asdict(hparams),
         "task_spec": dataclasses.asdict(task_spec),
         "task_config": task_config,
+        "plugins": list(plugin_names or []),  # what registers a plug-in arch or task, for whoever loads this
         "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
     }
     with atomic_target(path) as tmp:  # whole or absent, mode 0666 minus the umask
@@ -55,6 +57,7 @@ def read_checkpoint(path) -> dict[str, Any]:
         raise UserError(f"checkpoint '{path}' cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
         raise UserError(f"checkpoint '{path}' is not an archbench checkpoint (format {FORMAT})")
+    plugins.load(payload.get("plugins"))  # a plug-in arch or task must be registered to rebuild the model
     return payload
 
 

@@ -147,7 +147,12 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
     return budget
 
 
+TRAIN_MODES = ("train", "eval")
+
+
 def _validate_train(t: Mapping[str, Any]) -> None:
+    if t.get("mode", "train") not in TRAIN_MODES:
+        raise UserError(f"unknown train.mode '{t['mode']}'; valid: {', '.join(TRAIN_MODES)}")
     for k in POSITIVE_INTS:
         if not _is_int(t[k]) or t[k] <= 0:
             raise UserError(f"train.{k} must be a positive integer, got {t[k]!r}")

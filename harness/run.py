@@ -233,6 +233,9 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
         rec.params = int(model.num_params())  # a fitted model's size is known only after fitting
         rec.stop_reason = "fit"
         return TrainOutcome(status="ok", tokens_seen=rec.tokens_seen, stop_reason="fit")
+    if p.tcfg.get("mode") == "eval":  # evaluate the model as built or loaded: no step, no data read
+        rec.stop_reason = "eval-only"
+        return TrainOutcome(status="ok", stop_reason="eval-only")
     desc = f"{rec.arch}/{rec.size} seed={rec.seed}"
     t = p.tcfg  # say what a long first step is doing (a 64k context on a CPU sits there for minutes)
     val = f"; validation ({t['eval_batches']} x 32 windows) at step 0 and every {t['eval_every']} steps" \
@@ -260,7 +263,7 @@ def save(p: Prepared, rec: RunRecord, model):
     path = checkpoints.checkpoint_path(p.conf["results_dir"], rec.run_key)
     return checkpoints.save_checkpoint(path, model, arch=rec.arch, size=rec.size, kind=p.task.kind,
                                        hparams=p.hparams, task_spec=p.spec, run_key=rec.run_key,
-                                       task_config=dict(p.conf["task"]))
+                                       task_config=dict(p.conf["task"]), plugin_names=list(p.conf.get("plugins") or []))
 
 
 def _print_summary(rec: RunRecord, path) -> None:

@@ -20,7 +20,8 @@ from archbench.errors import UserError
 from tasks.data.examples import cut_bytes, pad_batch, positive_int_or_none
 from tasks.data.gettext_catalogs import language_id_examples
 from tasks.data.sources import read_rows
-from tasks.data.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.data.given_splits import cap_splits, split_items
+from tasks.data.splits import check_fractions, fingerprint, require_nonempty
 from tasks.scoring.metrics import classification_scores
 from tasks.text.tokenizers import SPECIALS, build_tokenizer
 
@@ -50,14 +51,22 @@ class Classification(Task):
 
     def __init__(self, cfg: Mapping[str, Any]):
         check_fractions(cfg["valid_frac"], cfg["test_frac"], self.name)
-        examples, self.source, self.source_info = _examples(cfg)
         max_bytes = positive_int_or_none(cfg, "max_text_bytes")
-        examples = [(cut_bytes(t, max_bytes) if max_bytes else t, y) for t, y in examples if t.strip()]
-        # keyed by text: a text never sits in two splits (and a text given two labels keeps the first)
-        splits = hash_split_by(examples, lambda e: e[0], cfg["valid_frac"], cfg["test_frac"])
+        self.source_info = {}
+
+        def read(c):
+            examples, where, info = _examples(c)
+            self.source_info.update(info)
+            return [(cut_bytes(t, max_bytes) if max_bytes else t, y) for t, y in examples if t.strip()], where
+
+        # hash split keyed by text: a text never sits in two splits (a text given two labels keeps the first)
+        splits, method, self.source = split_items(cfg, read, lambda e: e[0], cfg["valid_frac"], cfg["test_frac"])
+        self.source_info["splits"] = method
         total = sum(len(v) for v in splits.values())
         cap = positive_int_or_none(cfg, "max_eval_examples")
-        splits = {k: hash_sample(v, None if k == "train" else cap, lambda e: e[0]) for k, v in splits.items()}
+        splits, self.source_info["examples_kept_of_given"] = cap_splits(
+            splits, {"validation": cap, "test": cap}, lambda e: e[0], method, self.name,
+            {"validation": "task.max_eval_examples", "test": "task.max_eval_examples"})
         require_nonempty(splits, self.name, total)
         self.labels = sorted({y for v in splits.values() for _, y in v})
         if len(self.labels) < 2:

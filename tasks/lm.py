@@ -24,6 +24,7 @@ from archbench import EVAL_BATCH, Task, TaskSpec, register_task
 from archbench.errors import UserError
 from tasks.data.python_docs import python_docs_corpus
 from tasks.data.sources import read_rows
+from tasks.data.given_splits import named_splits, split_items, warn
 from tasks.data.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
 from tasks.data.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
 from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
@@ -33,8 +34,9 @@ SOURCES = ("builtin", "synthetic-hmm", "hf", "files")
 DOC_SEPARATOR = SEPARATOR
 
 
-def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str, Any]:
-    """The documents of each split, a description of the source, and the true HMM (synthetic only)."""
+def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str, Any, str]:
+    """The documents of each split, a description of the source, the true HMM (synthetic only), and
+    how the splits were made ("hash" or "given": tasks/data/given_splits.py)."""
     source = cfg["source"]
     valid, test = cfg["valid_frac"], cfg["test_frac"]
     if source == "synthetic-hmm":
@@ -45,15 +47,20 @@ def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str,
         splits = {k: [d for _, d in v] for k, v in keyed.items()}
         h = cfg["hmm"]
         return splits, (f"synthetic-hmm:states={h['states']},alphabet={len(h['alphabet'])},"
-                        f"seed={h['seed']}"), hmm
+                        f"seed={h['seed']}"), hmm, "hash"
     if source == "builtin":
+        named_splits(cfg)  # task.splits with a builtin source is an error
         docs, where = list(python_docs_corpus()), "builtin:python-docs (pydoc_data.topics + stdlib docstrings)"
-    elif source in ("hf", "files"):
-        rows, where = read_rows(cfg, ("text",), "lm")
-        docs = [r["text"].strip() for r in rows if r["text"].strip()]
-    else:
+        return hash_split(docs, valid, test), where, None, "hash"
+    if source not in ("hf", "files"):
         raise UserError(f"unknown task.source '{source}' for task lm; valid: {', '.join(SOURCES)}")
-    return hash_split(docs, valid, test), where, None
+
+    def read(c):
+        rows, where = read_rows(c, ("text",), "lm")
+        return [r["text"].strip() for r in rows if r["text"].strip()], where
+
+    splits, method, where = split_items(cfg, read, lambda doc: doc, valid, test)
+    return splits, where, None, method
 
 
 @register_task("lm")
@@ -65,16 +72,23 @@ class LanguageModeling(Task):
 
     def __init__(self, cfg: Mapping[str, Any]):
         check_fractions(cfg["valid_frac"], cfg["test_frac"], "lm")
-        splits, self.source, hmm = _split_documents(cfg)
+        splits, self.source, hmm, self.split_method = _split_documents(cfg)
         cap = cfg.get("max_bytes")
+        given = {k: len(v) for k, v in splits.items()}
         if cap:
-            splits = {k: _cap_bytes(v, int(cap)) for k, v in splits.items()}
+            capped = {k: _cap_bytes(v, int(cap)) for k, v in splits.items()}
+            cut = {k: (len(capped[k]), len(v)) for k, v in splits.items() if len(capped[k]) < len(v)}
+            if cut:
+                warn("task lm: task.max_bytes=" + str(cap) + " keeps " + ", ".join(
+                    f"{k} {a:,} of {b:,} documents" for k, (a, b) in cut.items()))
+            splits = capped
         require_nonempty(splits, "lm", sum(len(v) for v in splits.values()))
         self.fingerprint = fingerprint(splits)
         self.splits = splits
         self.tokenizer = build_tokenizer(cfg, splits["train"], self.fingerprint)
         self.streams = {k: self.tokenizer.encode(DOC_SEPARATOR.join(v)) for k, v in splits.items()}
         self.split_docs = {k: len(v) for k, v in splits.items()}
+        self.docs_kept_of_given = {k: [len(v), given[k]] for k, v in splits.items()}
         self.test_words = len(DOC_SEPARATOR.join(splits["test"]).split())
         self.scored = {k: boundary_ids(self.tokenizer, DOC_SEPARATOR.join(splits[k]), DOC_SEPARATOR)
                        for k in ("validation", "test")}
@@ -140,10 +154,12 @@ class LanguageModeling(Task):
     def data_info(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "splits": self.split_method,
             "tokenizer": self.tokenizer.name,
             "vocab_size": self.tokenizer.vocab_size,
             "fingerprint": self.fingerprint,
             "documents": self.split_docs,
+            "documents_kept_of_given": self.docs_kept_of_given,
             "tokens": {k: int(len(v)) for k, v in self.streams.items()},
         }
 

@@ -12,7 +12,7 @@ import abc
 import dataclasses
 import functools
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from archbench import EVAL_BATCH, Task, TaskSpec
 from tasks.data.examples import pad_batch, positive_int_or_none
-from tasks.data.splits import check_fractions, fingerprint, hash_sample, hash_split_by, require_nonempty
+from tasks.data.given_splits import cap_splits, split_items
+from tasks.data.splits import check_fractions, fingerprint, require_nonempty
 from tasks.scoring.decoding import SearchConfig, generate
 from tasks.text.tokenizers import SPECIALS, build_tokenizer
 
@@ -28,15 +29,21 @@ from tasks.text.tokenizers import SPECIALS, build_tokenizer
 class Seq2SeqTask(Task, abc.ABC):
     kind = "seq2seq"
 
-    def __init__(self, cfg: Mapping[str, Any], pairs: list[tuple[str, str]], source: str, info: dict):
+    def __init__(self, cfg: Mapping[str, Any], read: Callable[[Mapping[str, Any]], tuple[list[tuple[str, str]], str]],
+                 info: dict):
+        """``read(cfg)`` gives the (source, target) pairs of one source and where they came from;
+        it is called once, or once per split the user names (tasks/data/given_splits.py)."""
         check_fractions(cfg["valid_frac"], cfg["test_frac"], self.name)
-        self.source, self.source_info = source, info
-        splits = hash_split_by(pairs, lambda p: p[0], cfg["valid_frac"], cfg["test_frac"])
+        splits, method, self.source = split_items(cfg, read, lambda p: p[0], cfg["valid_frac"], cfg["test_frac"])
+        self.source_info = info
+        info["splits"] = method
         total = sum(len(v) for v in splits.values())
         caps = {"train": positive_int_or_none(cfg, "max_train_examples"),
                 "validation": positive_int_or_none(cfg, "max_eval_examples"),
                 "test": positive_int_or_none(cfg, "max_eval_examples")}
-        splits = {k: hash_sample(v, caps[k], lambda p: p[0]) for k, v in splits.items()}
+        splits, info["examples_kept_of_given"] = cap_splits(
+            splits, caps, lambda p: p[0], method, self.name,
+            {"train": "task.max_train_examples", "validation": "task.max_eval_examples", "test": "task.max_eval_examples"})
         require_nonempty(splits, self.name, total)
         self.splits = splits
         self.fingerprint = fingerprint({k: [json.dumps(p, ensure_ascii=False) for p in v] for k, v in splits.items()})

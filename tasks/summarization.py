@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from archbench import register_task
 from archbench.errors import UserError
 from tasks.data.examples import cut_bytes, positive_int_or_none
+from tasks.data.given_splits import warn
 from tasks.data.python_docs import docstring_summaries
 from tasks.data.sources import read_rows
 from tasks.scoring.metrics import rouge_scores
@@ -44,15 +45,27 @@ class Summarization(Seq2SeqTask):
     lower_is_better = False
 
     def __init__(self, cfg: Mapping[str, Any]):
-        pairs, source = _pairs(cfg)
         max_doc = positive_int_or_none(cfg, "max_document_bytes")
         max_sum = positive_int_or_none(cfg, "max_summary_bytes")
-        kept = [(cut_bytes(d, max_doc) if max_doc else d, s) for d, s in pairs
-                if d.strip() and s.strip() and (max_sum is None or len(s.encode("utf-8")) <= max_sum)]
-        if not kept:
-            raise UserError(f"task summarization: none of the {len(pairs)} pairs from {source} has a summary "
-                            f"within task.max_summary_bytes={max_sum}")
-        super().__init__(cfg, kept, source, {"pairs_read": len(pairs), "pairs_kept": len(kept)})
+        info = {"pairs_read": 0, "pairs_kept": 0}
+
+        def read(c):
+            pairs, source = _pairs(c)
+            kept = [(cut_bytes(d, max_doc) if max_doc else d, s) for d, s in pairs
+                    if d.strip() and s.strip() and (max_sum is None or len(s.encode("utf-8")) <= max_sum)]
+            if not kept:
+                raise UserError(f"task summarization: none of the {len(pairs)} pairs from {source} has a summary "
+                                f"within task.max_summary_bytes={max_sum}")
+            cut = sum(1 for d, _ in pairs if max_doc and len(d.encode("utf-8")) > max_doc)
+            if len(kept) < len(pairs) or cut:
+                warn(f"task summarization: of {len(pairs):,} pairs from {source}, {len(pairs) - len(kept):,} are empty "
+                     f"or have a summary over task.max_summary_bytes={max_sum} (dropped) and {cut:,} documents were "
+                     f"cut to task.max_document_bytes={max_doc}")
+            info["pairs_read"] += len(pairs)
+            info["pairs_kept"] += len(kept)
+            return kept, source
+
+        super().__init__(cfg, read, info)
 
     def score(self, hypotheses, references, sources):
         return rouge_scores(hypotheses, references)

@@ -22,7 +22,8 @@ from tasks.scoring.lm_scoring import boundary_ids, continuation_scores, rolling_
 from tasks.text.tokenizers import ByteTokenizer
 from tests.helpers import FAST, compose_conf, run_cli
 
-LM_ARCHS = sorted(name for name, spec in ARCHS.items() if "lm" in spec.kinds)
+# every LM arch whose preset is a model (arch=hf needs a model folder: tests/test_arch_hf.py)
+LM_ARCHS = sorted(name for name, spec in ARCHS.items() if "lm" in spec.kinds and name != "hf")
 TINY = [o for o in FAST if o.split("=")[0] not in ("task.max_bytes", "train.max_steps", "train.eval_every")] + [
     "task.max_bytes=8000", "train.max_steps=6", "train.eval_every=0", "checkpoint=true", "device=cpu"]
 CPU = torch.device("cpu")
@@ -356,3 +357,18 @@ def test_any_lm_eval_task_from_include_path_multiple_choice_and_generation(runs,
     assert scores["my_choice/acc"] == pytest.approx(sum(right) / len(docs))
     assert scores["my_generation/exact_match"] == 1.0
     assert all(len(d["generated"]) <= 7 and "\n" not in d["generated"] for d in docs)
+
+
+def test_lm_evals_own_cli_finds_the_archbench_model(runs, tmp_path):
+    """``archbench-lm-eval run --model archbench ...`` is lm-eval's CLI with our model registered."""
+    from harness.lmeval.export import export_lm_task
+    from harness.lmeval.model import load_lm_checkpoint
+
+    results, rec = _checkpointed(runs, "gpt")
+    _, _, task = load_lm_checkpoint(rec["checkpoint"])
+    folder, _ = export_lm_task(task, tmp_path)
+    proc = run_cli("run", "--model", "archbench", "--model_args", f"checkpoint={rec['checkpoint']},device=cpu",
+                   "--tasks", BUILTIN_TASK, "--include_path", str(folder), "--limit", "3",
+                   module="harness.lmeval.lm_eval_cli", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bits_per_byte" in proc.stdout and BUILTIN_TASK in proc.stdout

@@ -172,7 +172,7 @@ def test_every_size_of_every_arch_can_be_planned(corpus, memory, synthetic_class
     planned = set()
     for name, arch in ARCHS.items():
         kinds = [k for k in arch.kinds if k in tasks]
-        if arch.fitted or not kinds:
+        if arch.fitted or not kinds or name == "hf":  # hf has no model until arch.path: tests/test_arch_hf.py
             continue
         task = tasks[kinds[0]]
         for size in arch.sizes:

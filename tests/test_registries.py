@@ -56,8 +56,8 @@ def test_task_registry_knows_kinds_without_building_data():
 
 
 # Hyperparameters a run derives rather than the user: the vocabulary and context length come from
-# the task and train.seq_len, the attention kernel from the top-level ``attention`` key.
-RUN_DERIVED = {"vocab_size", "block_size", "max_positions", "attention"}
+# the task and train.seq_len (GPT's block_size), the attention kernel from the top-level ``attention`` key.
+RUN_DERIVED = {"vocab_size", "block_size", "attention"}
 
 
 def test_arch_yaml_declares_exactly_the_hyperparameters_of_the_arch():

@@ -46,7 +46,7 @@ def test_specials_follow_the_vocabulary_and_decode_to_nothing(tmp_path):
     for name in ("byte", "word", "bpe"):
         tok = _build(name, tmp_path)
         ids = sorted(tok.specials.values())
-        assert ids == list(range(tok.vocab_size - 3, tok.vocab_size))
+        assert ids == list(range(tok.vocab_size - len(SPECIALS), tok.vocab_size))
         assert tok.decode([tok.specials["<bos>"], *tok.encode("ok"), tok.specials["<eos>"]]) == "ok"
     assert ByteTokenizer().vocab_size == 256  # the LM task asks for no specials: its vocabulary is unchanged
 
@@ -84,5 +84,47 @@ def test_bpe_is_cached_by_fingerprint_and_vocab_size(tmp_path, monkeypatch):
 def test_bad_tokenizer_settings_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="unknown task.tokenizer 'sentencepiece'"):
         build_tokenizer({"tokenizer": "sentencepiece"}, TRAIN, "f")
-    with pytest.raises(UserError, match="vocab_size must be an integer >= 260"):
+    with pytest.raises(UserError, match="vocab_size must be an integer >= 261"):
         build_tokenizer({"tokenizer": "bpe", "vocab_size": 100, "cache_dir": str(tmp_path)}, TRAIN, "f", SPECIALS)
+
+
+def _save_bpe(path, texts, vocab_size=300):
+    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       special_tokens=["<|endoftext|>"]))
+    tok.save(str(path))
+    return tok
+
+
+def test_pretrained_tokenizer_json_is_used_as_is(tmp_path):
+    from archbench import build_task
+    from tests.taskcfg import task_config
+
+    texts = ["the quick brown fox jumps over the lazy dog " * 3 + str(i) for i in range(200)]
+    hf = _save_bpe(tmp_path / "tokenizer.json", texts)
+    (tmp_path / "docs.txt").write_text("\n\n".join(texts), encoding="utf-8")
+    task = build_task(task_config("lm", tmp_path, source="files", path=str(tmp_path / "docs.txt"),
+                                  tokenizer="pretrained", tokenizer_path=str(tmp_path)))
+    tok = task.tokenizer
+    assert tok.vocab_size == hf.get_vocab_size(with_added_tokens=True)
+    text = "the lazy dog jumps, über alles"
+    assert tok.encode(text).tolist() == hf.encode(text).ids
+    assert tok.decode(tok.encode(text)) == text and tok.num_bytes(tok.encode(text)) == len(text.encode())
+    assert task.data_info()["tokenizer"] == "pretrained"
+
+
+def test_a_path_that_is_not_a_tokenizer_is_one_clear_error(tmp_path):
+    from tasks.text.tokenizers import build_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UserError, match="is not a tokenizer"):
+        build_tokenizer({"tokenizer": "pretrained", "tokenizer_path": str(tmp_path)}, [], "fp")
+    with pytest.raises(UserError, match="does not exist"):
+        build_tokenizer({"tokenizer": "pretrained", "tokenizer_path": str(tmp_path / "nope")}, [], "fp")
+    with pytest.raises(UserError, match="needs task.tokenizer_path"):
+        build_tokenizer({"tokenizer": "pretrained", "tokenizer_path": None}, [], "fp")

@@ -357,7 +357,7 @@ def test_mlm_pretrain_then_classification_finetune_from_its_checkpoint(corpus, t
     rec2 = run_one(conf).to_dict()
     assert rec2["status"] == "ok" and rec2["kind"] == "classify"
     info = rec2["init_from"]
-    model = BertClassifier(BertConfig(n_layer=2, n_head=2, d_model=128, vocab_size=260, max_positions=32), 2)
+    model = BertClassifier(BertConfig(n_layer=2, n_head=2, d_model=128, vocab_size=260, max_positions=512), 2)
     backbone = [n for n in model.state_dict() if n.startswith("bert.")]
     assert info["from_run"] == rec["run_key"] and info["loaded"] == len(backbone)
     assert info["not_in_checkpoint"] == ["classifier.bias", "classifier.weight"]

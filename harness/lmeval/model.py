@@ -25,6 +25,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from archbench import ARCHS, build_task, get_arch
+from tasks.data.given_splits import quiet_data_warnings
 from archbench.errors import UserError
 from harness.checkpoints import load_checkpoint, read_checkpoint
 from tasks.lm import DOC_SEPARATOR
@@ -49,7 +50,8 @@ def load_lm_checkpoint(path, device: str | torch.device = "cpu"):
     if not callable(getattr(model, "target_logprobs", None)):
         raise UserError(f"arch '{arch.name}' cannot score text: its model has no target_logprobs(x, y) "
                         "(archbench/model.py, kind lm)")
-    task = build_task(payload["task_config"])
+    with quiet_data_warnings():  # said when the run read its data
+        task = build_task(payload["task_config"])
     if getattr(task, "tokenizer", None) is None:
         raise UserError(f"task '{payload['task_config'].get('name')}' of checkpoint '{path}' has no tokenizer to "
                         "turn lm-eval's text into tokens")

@@ -4,13 +4,17 @@ planned runs, lm-eval scores and the runs that did not finish. Also writes runs.
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+from archbench.errors import UserError
 from archbench.record import write_atomic
+from harness import plugins
 from harness.report.capabilities import capability_section
 from harness.report.context import position_section
+from harness.report.data import data_section
 from harness.report.environment import environment_section
 from harness.report.frame import (ARCH, ERROR, LMEVAL_PREFIX, SEED, SIZE, STATUS, TASK, curves, frame,
                                   load_records, ok_runs)
@@ -59,12 +63,23 @@ def task_sections(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path) -> list[s
     return md
 
 
+def _load_plugins_of(records) -> None:
+    """Plug-in archs and tasks the runs used, so the capability matrix lists them like built-ins; one
+    that no longer imports is a warning (the records still report)."""
+    for name in sorted({p for r in records for p in (r.config.get("plugins") or [])}):
+        try:
+            plugins.load([name])
+        except UserError as e:
+            print(f"warning: {e}", file=sys.stderr)
+
+
 def build_report(results_dir) -> Path:
     """Read every record under ``results_dir/runs`` and write report.md (plus runs.parquet,
     runs.csv and the PNGs it links) into ``results_dir``; returns the report's path."""
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = load_records(out)
+    _load_plugins_of(records)
     df = frame(records)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     md = ["# archbench report", "", f"Generated {now} from {len(df)} records in `{out / 'runs'}`.", ""]
@@ -75,6 +90,7 @@ def build_report(results_dir) -> Path:
         md += ["Counts by status: " + ", ".join(f"{k} {v}" for k, v in df[STATUS].value_counts().items()), ""]
         md += environment_section(df)
         md += capability_section()
+        md += data_section(records)
         md += task_sections(df, curves(records), out)
         md += throughput_section(df, out)
         md += planned_section(records)

@@ -8,6 +8,7 @@ that cannot be reached offline) ends in one UserError line naming the value and 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -41,6 +42,20 @@ def read_rows(cfg: Mapping[str, Any], roles: Sequence[str], task: str) -> tuple[
     raise UserError(f"task {task}: read_rows serves source files or hf, not '{cfg['source']}'")
 
 
+_MISSING = object()
+
+
+def _lookup(obj: Mapping[str, Any], column: str) -> Any:
+    """obj[column], or for a dotted name a nested field: ``translation.de`` reads obj["translation"]["de"]
+    (the layout of HF translation data sets)."""
+    if column in obj:
+        return obj[column]
+    head, dot, rest = column.partition(".")
+    if dot and isinstance(obj.get(head), Mapping):
+        return _lookup(obj[head], rest)
+    return _MISSING
+
+
 def _as_text(value: Any, where: str, column: str) -> str:
     if isinstance(value, str):
         return value
@@ -52,25 +67,66 @@ def _as_text(value: Any, where: str, column: str) -> str:
 
 # ---------------------------------------------------------------------------------------- files
 
-def read_file_rows(path: str | None, columns: Mapping[str, str], task: str) -> tuple[Rows, str]:
-    if not path:
-        raise UserError(f"task.source=files needs task.path=/path/to/data (one of {', '.join(FILE_FORMATS)})")
+def expand_paths(path: str, what: str = "task.path") -> list[Path]:
+    """The data files a path names: a file, a folder (its files of a readable format, recursively,
+    sorted) or a glob pattern (sorted matches). Nothing found is a UserError."""
+    if any(c in path for c in "*?["):
+        files = sorted(Path(m) for m in glob.glob(path, recursive=True) if Path(m).is_file())
+        if not files:
+            raise UserError(f"{what} '{path}' is a pattern that matches no file")
+        return files
     p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FILE_FORMATS)
+        if not files:
+            raise UserError(f"{what} '{path}' is a folder with no {', '.join(FILE_FORMATS)} file in it")
+        return files
     if not p.is_file():
-        raise UserError(f"task.path '{path}' is not a file")
+        raise UserError(f"{what} '{path}' does not exist; give a file, a folder or a glob pattern")
+    return [p]
+
+
+def read_file_rows(path: str | None, columns: Mapping[str, str], task: str,
+                   what: str = "task.path") -> tuple[Rows, str]:
+    """Rows of every file ``path`` names (a file, a folder or a glob), in order."""
+    if not path:
+        raise UserError(f"task.source=files needs {what}=/path/to/data (one of {', '.join(FILE_FORMATS)}, "
+                        "a folder of them or a glob)")
+    files = expand_paths(str(path), what)
+    rows: Rows = []
+    for p in files:
+        rows += _read_one_file(p, columns, task, what)
+    if not rows:
+        raise UserError(f"{what} '{path}' holds no examples")
+    where = f"files:{files[0].resolve()}" if len(files) == 1 else f"files:{path} ({len(files)} files)"
+    return rows, where
+
+
+def _read_one_file(p: Path, columns: Mapping[str, str], task: str, what: str) -> Rows:
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        rows = _read_jsonl(p, columns)
-    elif suffix == ".tsv":
-        rows = _read_tsv(p, columns)
-    elif suffix == ".txt" and set(columns) == {"text"}:
-        rows = [{"text": d.strip()} for d in _read_text(p).split("\n\n") if d.strip()]  # blank-line documents
-    else:
-        kinds = ".jsonl, .tsv" + (", .txt" if set(columns) == {"text"} else "")
-        raise UserError(f"task.path '{path}': task {task} reads {kinds} files, not '{suffix or p.name}'")
-    if not rows:
-        raise UserError(f"task.path '{path}' holds no examples")
-    return rows, f"files:{p.resolve()}"
+        return _read_jsonl(p, columns)
+    if suffix == ".tsv":
+        return _read_tsv(p, columns)
+    if suffix == ".txt" and set(columns) == {"text"}:
+        return [{"text": d.strip()} for d in _read_text(p).split("\n\n") if d.strip()]  # blank-line documents
+    kinds = ".jsonl, .tsv" + (", .txt" if set(columns) == {"text"} else "")
+    raise UserError(f"{what} '{p}': task {task} reads {kinds} files, not '{suffix or p.name}'")
+
+
+def parallel_files(prefix: str, source_lang: str, target_lang: str) -> bool:
+    """True when ``prefix.<source_lang>`` and ``prefix.<target_lang>`` exist (fairseq's layout:
+    train.en / train.de, one sentence a line, line i of one translating line i of the other)."""
+    return Path(f"{prefix}.{source_lang}").is_file() and Path(f"{prefix}.{target_lang}").is_file()
+
+
+def read_parallel(prefix: str, source_lang: str, target_lang: str) -> tuple[list[tuple[str, str]], str]:
+    src = _read_text(Path(f"{prefix}.{source_lang}")).splitlines()
+    tgt = _read_text(Path(f"{prefix}.{target_lang}")).splitlines()
+    if len(src) != len(tgt):
+        raise UserError(f"parallel files {prefix}.{source_lang} ({len(src)} lines) and {prefix}.{target_lang} "
+                        f"({len(tgt)} lines) differ in length; line i of one must translate line i of the other")
+    return list(zip(src, tgt)), f"files:{Path(prefix).resolve()}.{{{source_lang},{target_lang}}}"
 
 
 def _read_text(p: Path) -> str:
@@ -95,10 +151,11 @@ def _read_jsonl(p: Path, columns: Mapping[str, str]) -> Rows:
             raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         row = {}
         for role, col in columns.items():
-            if col not in obj:
+            value = _lookup(obj, col)
+            if value is _MISSING:
                 raise UserError(f"{where}: no column '{col}' (task.columns.{role}); "
                                 f"this line has: {', '.join(map(str, obj)) or 'nothing'}")
-            row[role] = _as_text(obj[col], where, col)
+            row[role] = _as_text(value, where, col)
         rows.append(row)
     return rows
 
@@ -134,16 +191,21 @@ def read_hf_rows(hf: Mapping[str, Any], columns: Mapping[str, str], task: str) -
         raise UserError("task.source=hf needs task.hf.name=<dataset on the hub, or a local dataset folder>")
     config, split = hf.get("config"), hf.get("split") or "train"
     ds = _load_hf(str(name), config, str(split))
-    missing = [(role, col) for role, col in columns.items() if col not in ds.column_names]
+    missing = [(role, col) for role, col in columns.items() if col.split(".")[0] not in ds.column_names]
     if missing:
         role, col = missing[0]
         raise UserError(f"hf dataset '{name}' has no column '{col}' (task.columns.{role}); "
                         f"its columns: {', '.join(ds.column_names)}")
     data = {}
     for role, col in columns.items():
-        feature = ds.features[col]
-        values = ds[col]
-        if hasattr(feature, "int2str"):  # ClassLabel: keep the label's name, not its index
+        head = col.split(".")[0]
+        feature, values = ds.features[head], ds[head]
+        if col != head:  # a field of a dict column, e.g. translation.de
+            values = [_lookup(v, col[len(head) + 1:]) if isinstance(v, Mapping) else _MISSING for v in values]
+            if any(v is _MISSING for v in values):
+                raise UserError(f"hf dataset '{name}': column '{head}' has no field '{col[len(head) + 1:]}' "
+                                f"(task.columns.{role})")
+        elif hasattr(feature, "int2str"):  # ClassLabel: keep the label's name, not its index
             values = [feature.int2str(v) for v in values]
         data[role] = [_as_text(v, f"hf dataset '{name}' row {i}", col) for i, v in enumerate(values)]
     rows = [dict(zip(data, vals)) for vals in zip(*data.values())]

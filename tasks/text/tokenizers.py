@@ -1,7 +1,10 @@
-"""Tokenizers: byte-level (the default for comparisons), whitespace words, and byte-level BPE trained
-with HF ``tokenizers`` on the train split.
+"""Tokenizers: byte-level (the default for comparisons), whitespace words, byte-level BPE trained
+with HF ``tokenizers`` on the train split, and a pretrained tokenizer from local files
+(``tokenizer=pretrained tokenizer_path=<tokenizer.json or folder>``: GPT-2, Llama, BERT... through HF
+``tokenizers``, or ``transformers.AutoTokenizer`` for a folder without tokenizer.json; the task's
+specials follow its vocabulary and text is encoded without the tokenizer's own specials).
 
-All three are lossless and know the UTF-8 bytes every token stands for, so bits per byte is exact
+The first three are lossless and know the UTF-8 bytes every token stands for, so bits per byte is exact
 whatever the tokenizer. Special tokens (pad, bos, eos) are added only when a task asks for them,
 after the ordinary vocabulary; no text ever encodes to them, and decoding drops them.
 """
@@ -20,8 +23,11 @@ import numpy as np
 
 from archbench.errors import UserError
 
-TOKENIZER_NAMES = ("byte", "word", "bpe")
-SPECIALS = ("<pad>", "<bos>", "<eos>")
+TOKENIZER_NAMES = ("byte", "word", "bpe", "pretrained")
+# The special-token layout every example task shares, after the ordinary vocabulary: the same ids as
+# masked-LM pretraining's [PAD] [CLS] [SEP] [MASK] (tasks/text/special_tokens.py), so a BERT pretrained
+# on task=mlm is fine-tuned on classification with the same vocabulary (<mask> is unused there).
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<mask>")
 
 
 class Tokenizer(abc.ABC):
@@ -164,6 +170,69 @@ class BPETokenizer(Tokenizer):
         return [np.array(e.ids, dtype=np.int64) for e in self.hf.encode_batch(list(texts))]
 
 
+class PretrainedTokenizer(Tokenizer):
+    name = "pretrained"
+
+    def __init__(self, path: str, specials: Sequence[str] = ()):
+        self.path = str(path)
+        self.hf = _load(self.path)
+        vocab = self.hf.get_vocab(with_added_tokens=True)
+        n = max(vocab.values()) + 1 if vocab else 0
+        to_byte = _gpt2_unicode_to_byte()
+        by_id = {i: tok for tok, i in vocab.items()}
+        # byte-level BPE (GPT-2, Llama-3, ...) writes each token's bytes in a printable alphabet: exact;
+        # other models (WordPiece, SentencePiece) get the bytes of the token decoded alone
+        byte_level = all(c in to_byte for tok in list(vocab)[:2000] for c in tok)
+        token_bytes = []
+        for i in range(n):
+            tok = by_id.get(i, "")
+            if byte_level and all(c in to_byte for c in tok):
+                token_bytes.append(bytes(to_byte[c] for c in tok))
+            else:
+                token_bytes.append(self.hf.decode([i], skip_special_tokens=False).encode("utf-8"))
+        self.byte_level = byte_level
+        super().__init__(token_bytes, specials)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
+        return [np.array(e.ids, dtype=np.int64) for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        ordinary = [int(i) for i in ids if int(i) < self.vocab_size - len(self.specials)]
+        return self.hf.decode(ordinary, skip_special_tokens=True)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "path": self.path, "byte_level": self.byte_level}
+
+
+def _load(path: str):
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json file or a folder holding one, or, failing that,
+    the fast tokenizer transformers builds from the folder."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"task.tokenizer_path '{path}' does not exist; give a tokenizer.json or a tokenizer folder")
+    file = p / "tokenizer.json" if p.is_dir() else p
+    if file.is_file():
+        try:
+            return HFTokenizer.from_file(str(file))
+        except Exception as e:
+            raise UserError(f"task.tokenizer_path '{path}' is not a tokenizer ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); give a tokenizer.json saved by "
+                            "HF tokenizers or a tokenizer folder saved by save_pretrained") from None
+    try:
+        from transformers import AutoTokenizer
+
+        fast = AutoTokenizer.from_pretrained(str(p), local_files_only=True, use_fast=True)
+        return fast.backend_tokenizer
+    except Exception as e:
+        raise UserError(f"task.tokenizer_path '{path}' is not a tokenizer folder ({type(e).__name__}); give a "
+                        "tokenizer.json or a folder saved by save_pretrained") from None
+
+
 def build_tokenizer(cfg, train_texts: Sequence[str], data_fingerprint: str,
                     specials: Sequence[str] = ()) -> Tokenizer:
     """The task's tokenizer from its config (``tokenizer``, ``vocab_size``, ``cache_dir``); word and BPE
@@ -173,6 +242,10 @@ def build_tokenizer(cfg, train_texts: Sequence[str], data_fingerprint: str,
         raise UserError(f"unknown task.tokenizer '{name}'; valid: {', '.join(TOKENIZER_NAMES)}")
     if name == "byte":
         return ByteTokenizer(specials)
+    if name == "pretrained":
+        if not cfg.get("tokenizer_path"):
+            raise UserError("task.tokenizer=pretrained needs task.tokenizer_path=<tokenizer.json or tokenizer folder>")
+        return PretrainedTokenizer(str(cfg["tokenizer_path"]), specials)
     vocab_size = cfg.get("vocab_size")
     smallest = 256 + len(specials) + 1
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
