@@ -263,7 +263,8 @@ def save(p: Prepared, rec: RunRecord, model):
     path = checkpoints.checkpoint_path(p.conf["results_dir"], rec.run_key)
     return checkpoints.save_checkpoint(path, model, arch=rec.arch, size=rec.size, kind=p.task.kind,
                                        hparams=p.hparams, task_spec=p.spec, run_key=rec.run_key,
-                                       task_config=dict(p.conf["task"]), plugin_names=list(p.conf.get("plugins") or []))
+                                       task_config=dict(p.conf["task"]),
+                                       plugin_names=list(p.conf.get("plugins") or []))
 
 
 def _print_summary(rec: RunRecord, path) -> None:
