@@ -16,7 +16,8 @@ SMALL_DATA = {
     "summarization": ["task.max_train_examples=200", "task.max_eval_examples=3", "task.decode.max_len_b=16"],
     "mlm": ["task.max_bytes=60000"],
 }
-CELLS = [(r.arch, r.task) for r in capability_matrix().itertuples() if r.supported]
+# arch=hf has no model until arch.path names one: tests/test_arch_hf.py runs it on a tiny saved model
+CELLS = [(r.arch, r.task) for r in capability_matrix().itertuples() if r.supported and r.arch != "hf"]
 
 
 @pytest.mark.parametrize("arch,task", CELLS)
