@@ -30,14 +30,16 @@ def checkpoint_path(results_dir, run_key: str) -> Path:
 
 
 def save_checkpoint(path: Path, model, *, arch: str, size: str, kind: str, hparams, task_spec: TaskSpec,
-                    run_key: str, task_config: dict[str, Any]) -> Path:
+                    run_key: str, task_config: dict[str, Any], state_dict: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint; ``state_dict`` when given (e.g. gathered from FSDP shards) else the model's."""
     payload = {
         "format": FORMAT,
         "arch": arch, "size": size, "kind": kind, "task": task_config.get("name"), "run_key": run_key,
         "hparams": dataclasses.asdict(hparams),
         "task_spec": dataclasses.asdict(task_spec),
         "task_config": task_config,
-        "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v
+                       for k, v in (state_dict if state_dict is not None else model.state_dict()).items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from archbench.errors import UserError, fail
 from archbench.record import read_record, record_path, run_key
 from harness import plugins
+from harness.distributed import env_rank
+from harness.resume import Interrupted
 from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
 
 # Hydra's own flags: with these the user asks Hydra about the config, no job runs.
@@ -28,7 +30,7 @@ INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 MAX_PREFLIGHT_JOBS = 512
 
-_state: dict[str, Any] = {"results_dirs": set(), "user_errors": []}
+_state: dict[str, Any] = {"results_dirs": set(), "user_errors": [], "interrupted": []}
 
 
 def _jobs(args: list[str]) -> list[list[str]]:
@@ -53,6 +55,8 @@ def _jobs(args: list[str]) -> list[list[str]]:
                        else [f"{key}={value}"])
     combos = list(itertools.islice(itertools.product(*sweeps.values()), MAX_PREFLIGHT_JOBS))
     plain = [o for o in fixed if not o.startswith("hydra")]
+    _state["remote"] = "submitit" in str(OmegaConf.select(base, "hydra.launcher._target_") or "").lower() and \
+        "local" not in str(OmegaConf.select(base, "hydra.launcher._target_")).lower()
     return [plain + list(c) for c in combos] or [plain]
 
 
@@ -64,7 +68,8 @@ def preflight(args: list[str], multirun: bool) -> list[dict]:
     confs = []
     for overrides in jobs:
         conf = compose_dict(overrides)
-        validate(conf, check_kind=not multirun)
+        # a job that runs on Slurm checks its device there, not on the login node that submits it
+        validate(conf, check_kind=not multirun, local=not _state.get("remote"))
         confs.append(conf)
     return confs
 
@@ -86,6 +91,9 @@ def _hydra_job(cfg: DictConfig) -> None:
     except UserError as e:  # found only once the job reads its data: no record, one line
         print(f"error: {e}", file=sys.stderr)
         _state["user_errors"].append(str(e))
+    except Interrupted as e:  # SIGTERM/SIGUSR1: a checkpoint was saved; a rerun resumes from it
+        print(str(e), file=sys.stderr)
+        _state["interrupted"].append(e.signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         confs = preflight(overrides, multirun)
         sys.argv = [sys.argv[0], *args]
-        for v in _state.values():
-            v.clear()
+        for k in ("results_dirs", "user_errors", "interrupted"):
+            _state[k].clear()
         _hydra_job()
     except UserError as e:
         fail(str(e))
+    if _state["interrupted"]:
+        return 128 + _state["interrupted"][0]  # the shell's convention for "ended by this signal"
     dirs = _state["results_dirs"] or {confs[0]["results_dir"]}
-    if confs[0]["report"]:
+    if confs[0]["report"] and env_rank() == 0:
         from harness.report import build_report
 
         for d in sorted(dirs):
@@ -113,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {path}")
     if _state["user_errors"]:
         return UserError.exit_code
+    if env_rank() != 0:  # rank 0 writes the records and reports the outcome
+        return 0
     # read outcomes from disk: with a process-pool launcher (joblib, submitit) jobs share no memory
     records = [read_record(record_path(c["results_dir"], run_key(c))) for c in confs]
     statuses = [r.status if r else None for r in records]
