@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,9 @@ class Checkpointer:
             tmp.mkdir(parents=True, exist_ok=True)
         distributed.barrier(self.dist)
         msd, osd = get_state_dict(distributed.unwrap(model), opt)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+        with warnings.catch_warnings():  # one process: DCP says it saves without a process group, as meant
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
         if self.dist.is_main:
             meta = {**meta, "run_key": self.key, "config": self.config, "world_size": self.dist.world_size}
             torch.save(meta, tmp / "meta.pt")
@@ -175,7 +178,9 @@ class Checkpointer:
         inner = distributed.unwrap(model)
         msd, osd = get_state_dict(inner, opt)
         state = {"model": msd, "optim": osd}
-        dcp.load(state, checkpoint_id=str(self.source))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, checkpoint_id=str(self.source))
         set_state_dict(inner, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
         torch.set_rng_state(meta["torch_rng"])
         if torch.cuda.is_available() and meta.get("cuda_rng") is not None:
