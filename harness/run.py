@@ -180,7 +180,8 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
 def plan_only(p: Prepared, rec: RunRecord) -> bool:
     """Plan memory on the meta device; a run that would not fit (or ``plan=always``) is estimated,
     never allocated, and recorded as ``planned``. True when that is all this run does."""
-    plan = planning.plan_memory(p.arch, p.task, p.hparams, p.spec, p.tcfg, p.device, p.dtype, int(p.conf["seed"]))
+    plan = planning.plan_memory(p.arch, p.task, p.hparams, p.spec, p.tcfg, p.device, p.dtype, int(p.conf["seed"]),
+                                world_size=p.dist.world_size, sharded=p.dist.mode == "fsdp")
     rec.plan = plan.record
     if p.conf.get("plan") != "always" and plan.fits:
         return False
