@@ -91,8 +91,9 @@ def xformers_build() -> dict | None:
         if os.path.isfile(path):
             with open(path) as f:
                 lib = json.load(f)
-            info["built_for_torch"] = lib.get("torch_version")
-            info["built_for_cuda"] = lib.get("cuda_version")
+            built = lib.get("version", {}) if isinstance(lib.get("version"), dict) else lib
+            info["built_for_torch"] = built.get("torch") or built.get("torch_version")
+            info["built_for_cuda"] = built.get("cuda") or built.get("cuda_version")
     return info
 
 
