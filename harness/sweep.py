@@ -55,8 +55,9 @@ def _jobs(args: list[str]) -> list[list[str]]:
                        else [f"{key}={value}"])
     combos = list(itertools.islice(itertools.product(*sweeps.values()), MAX_PREFLIGHT_JOBS))
     plain = [o for o in fixed if not o.startswith("hydra")]
-    _state["remote"] = "submitit" in str(OmegaConf.select(base, "hydra.launcher._target_") or "").lower() and \
-        "local" not in str(OmegaConf.select(base, "hydra.launcher._target_")).lower()
+    launcher = base if not any(o.startswith("hydra/launcher") for o in fixed) else \
+        compose([o for o in fixed if not o.startswith("hydra.")], hydra_cfg=True)
+    _state["remote"] = str(OmegaConf.select(launcher, "hydra.launcher._target_") or "").endswith(".SlurmLauncher")
     return [plain + list(c) for c in combos] or [plain]
 
 
