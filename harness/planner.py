@@ -88,8 +88,10 @@ def _nbytes(params) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
-def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int) -> int:
-    """Bytes autograd saves in one training forward + loss, counted on the meta model."""
+def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int, weight_copies: bool = True) -> int:
+    """Bytes autograd saves in one training forward + loss, counted on the meta model; with
+    ``weight_copies`` plus autocast's low-precision copy of every matmul weight (under FSDP the
+    mixed-precision policy gathers bf16 layers one at a time instead: counted by the caller)."""
     meta = torch.device("meta")
     batch = next(task.train_batches(int(tcfg["batch_size"]), int(tcfg["seq_len"]),
                                     torch.Generator().manual_seed(seed)))
@@ -115,7 +117,7 @@ def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int) -> 
             # in backward its full activations exist once more: count one layer's worth
             pb = model.planning_block()
             pb.module(**pb.make_inputs(int(tcfg["batch_size"]), int(tcfg["seq_len"]), meta))
-    if dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
+    if weight_copies and dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
         total += int(matmul_params(model) * torch.finfo(dtype).bits / 8)
     return total
 
@@ -134,13 +136,16 @@ def plan_memory(arch_spec, task, hp, spec, tcfg, device: torch.device, dtype: to
     optimizer = ADAMW_STATES * grads
     micro = max(1, int(tcfg["batch_size"]) // (world_size * int(tcfg.get("grad_accum", 1))))
     try:
-        activations = saved_activation_bytes(model, task, {**tcfg, "batch_size": micro}, dtype, seed)
+        activations = saved_activation_bytes(model, task, {**tcfg, "batch_size": micro}, dtype, seed,
+                                             weight_copies=not sharded)
         act_note = "counted on the meta device"
     except UserError:  # the task found a mistake in the config (e.g. seq_len too short): one line, exit 2
         raise
     except Exception as e:  # an op without a meta kernel: plan without activations, and say so
         activations, act_note = None, f"not counted: the meta forward failed ({type(e).__name__}: {e})"
     state = weights + grads + optimizer
+    # autocast's whole-model bf16 weight copies (in activations unless sharded): FSDP would not keep them
+    copies = int(matmul_params(model) * torch.finfo(dtype).bits / 8) if dtype != torch.float32 and not sharded else 0
     shards = world_size if sharded else 1
     gathered = 2 * _largest_layer_bytes(model, dtype) if sharded and world_size > 1 else 0
     total = -(-state // shards) + gathered + (activations or 0)
@@ -156,8 +161,8 @@ def plan_memory(arch_spec, task, hp, spec, tcfg, device: torch.device, dtype: to
         "memory": {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_bytes": optimizer,
                    "activations_bytes": activations, "gathered_layers_bytes": gathered, "total_bytes": total},
         "activations": act_note,
-        "gpus_needed": gpus_needed(state, gathered or 2 * _largest_layer_bytes(model, dtype), activations or 0,
-                                   available) if available else None,
+        "gpus_needed": gpus_needed(state, gathered or 2 * _largest_layer_bytes(model, dtype),
+                                   (activations or 0) - copies, available) if available else None,
         "memory_formula": ("per device: (weights + gradients (trainable, param dtype) + AdamW 2 states per "
                            "trainable param) / world_size under FSDP (else whole) + 2 gathered layers under "
                            "FSDP + bytes saved for backward by one training forward and loss of the micro-batch; "
