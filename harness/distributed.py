@@ -49,7 +49,8 @@ class Dist:
     def record(self, grad_accum: int, batch_size: int, dtype: torch.dtype) -> dict[str, Any]:
         """What the run record says about how the work was split."""
         out = {"mode": self.mode, "world_size": self.world_size, "grad_accum": grad_accum,
-               "global_batch": batch_size, "micro_batch": batch_size // (self.world_size * grad_accum)}
+               "global_batch": batch_size, "micro_batch": batch_size // (self.world_size * grad_accum),
+               "peak_memory_of": "rank 0's device"}
         if self.mode == "fsdp":
             out["sharding"] = "FSDP2 fully_shard per ModuleList element + root, 1-D mesh (full shard)"
             out["mixed_precision"] = ({"param_dtype": "bfloat16", "reduce_dtype": "float32", "master": "float32"}
@@ -141,7 +142,8 @@ def wrap(model: torch.nn.Module, d: Dist, dtype: torch.dtype, device: torch.devi
 
         mp = (MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
               if dtype != torch.float32 else MixedPrecisionPolicy())
-        for layers in [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]:
+        # innermost lists first: fully_shard goes bottom-up, a parent's group takes what is left
+        for layers in reversed([m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]):
             for layer in layers:
                 fully_shard(layer, mesh=d.mesh, mp_policy=mp)
         fully_shard(model, mesh=d.mesh, mp_policy=mp)
