@@ -165,15 +165,18 @@ def _fsdp_modules(model) -> list:
 def gathered(model):
     """Every FSDP parameter unsharded (whole) inside the block, resharded after; a no-op otherwise."""
     mods = _fsdp_modules(model)
+    settable = all(hasattr(m, "set_reshard_after_forward") for m in mods)  # torch >= 2.7
     for m in mods:
-        m.set_reshard_after_forward(False, recurse=False)
+        if settable:
+            m.set_reshard_after_forward(False, recurse=False)
         m.unshard()
     try:
         yield model
     finally:
         for m in mods:
             m.reshard()
-            m.set_reshard_after_forward(True, recurse=False)
+            if settable:
+                m.set_reshard_after_forward(True, recurse=False)
 
 
 def micro_batches(batch, d: Dist, grad_accum: int) -> list:

@@ -18,7 +18,7 @@ TINY = ["train.max_steps=6", "train.batch_size=4", "train.seq_len=32", "train.ev
         "train.warmup_steps=2", "train.progress=false", "task.max_bytes=60000", "report=false", "device=cpu"]
 # long enough that a run is still training when the test interrupts it (each step takes milliseconds)
 LONG = [o for o in TINY if not o.startswith(("train.max_steps", "train.eval_every"))] + \
-       ["train.max_steps=400", "train.eval_every=100", "train.checkpoint_every=5"]
+       ["train.max_steps=200", "train.eval_every=50", "train.checkpoint_every=5"]
 
 
 def _env():
@@ -122,7 +122,7 @@ def test_sigkill_after_a_checkpoint_then_rerun_gives_the_same_record(tmp_path, u
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = only_record(tmp_path)
     assert rec["resumed_from"]["step"] >= 5 and rec["resumed_from"]["reason"] == "checkpoint_every"
-    assert rec["steps"] == uninterrupted["steps"] == 400 and rec["tokens_seen"] == uninterrupted["tokens_seen"]
+    assert rec["steps"] == uninterrupted["steps"] == 200 and rec["tokens_seen"] == uninterrupted["tokens_seen"]
     for k, v in uninterrupted["metrics"].items():
         assert rec["metrics"][k] == pytest.approx(v, abs=1e-6), k
     assert [c["val_loss"] for c in rec["curve"]] == pytest.approx([c["val_loss"] for c in uninterrupted["curve"]], abs=1e-6)
