@@ -5,7 +5,7 @@
 #
 # Needs: python with torch (CUDA), hydra-core/omegaconf and the project's other dependencies, and
 # transformers for the HF comparison. Every step has its own time limit and the whole script a total
-# budget (GPU_CHECK_SECONDS, default 420), so one failure cannot eat the rest; steps run in order of
+# budget (GPU_CHECK_SECONDS, default 480), so one failure cannot eat the rest; steps run in order of
 # importance and a step that does not fit in what is left is skipped and says so. Each step's output
 # goes to stdout and to $OUT/<step>.log; $OUT/summary.txt lists every step's exit code, and
 # $OUT/results holds the run records (results_dir).
@@ -20,7 +20,7 @@ RES="$OUT/results"
 # the shape under test (defaults: the 7B setup); a CPU smoke run of this script itself:
 #   SIZE=tiny DEVICE=cpu BATCH=4 SEQ=64 bash tools/gpu_check.sh
 SIZE=${SIZE:-7b} DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-4} SEQ=${SEQ:-2048}
-TOTAL=${GPU_CHECK_SECONDS:-420}
+TOTAL=${GPU_CHECK_SECONDS:-480}
 START=$(date +%s)
 : > "$OUT/summary.txt"
 
