@@ -152,6 +152,8 @@ def _validate_train(t: Mapping[str, Any]) -> None:
             raise UserError(f"train.{k} must be a number in [0, 1], got {t[k]!r}")
     if not _is_number(t["weight_decay"]) or t["weight_decay"] < 0:
         raise UserError(f"train.weight_decay must be a number >= 0, got {t['weight_decay']!r}")
+    if not isinstance(t.get("compile", False), bool):
+        raise UserError(f"train.compile must be true or false, got {t['compile']!r}")
     betas = t["betas"]
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
         raise UserError(f"train.betas must be two numbers in [0, 1), got {betas!r}")

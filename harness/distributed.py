@@ -134,8 +134,20 @@ def full_state_dict(model, d: Dist) -> dict[str, Any]:
     return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in unwrap(model).state_dict().items()}
 
 
-def wrap(model: torch.nn.Module, d: Dist, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """The model as the training step calls it: itself, DDP-wrapped, or sharded in place by FSDP2."""
+def _layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated layers: every element of every ModuleList, innermost lists first."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    return [layer for layers in reversed(lists) for layer in layers]
+
+
+def wrap(model: torch.nn.Module, d: Dist, dtype: torch.dtype, device: torch.device,
+         compile_layers: bool = False) -> torch.nn.Module:
+    """The model as the training step calls it: itself, DDP-wrapped, or sharded in place by FSDP2.
+    ``compile_layers``: torch.compile each repeated layer first (torchtitan's order: compile, then
+    shard), one compiled graph serving every layer of the same shape."""
+    if compile_layers:
+        for layer in _layers(model):
+            layer.compile()
     if d.mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -145,10 +157,8 @@ def wrap(model: torch.nn.Module, d: Dist, dtype: torch.dtype, device: torch.devi
 
         mp = (MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
               if dtype != torch.float32 else MixedPrecisionPolicy())
-        # innermost lists first: fully_shard goes bottom-up, a parent's group takes what is left
-        for layers in reversed([m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]):
-            for layer in layers:
-                fully_shard(layer, mesh=d.mesh, mp_policy=mp)
+        for layer in _layers(model):  # bottom-up: a parent's group takes what its layers leave
+            fully_shard(layer, mesh=d.mesh, mp_policy=mp)
         fully_shard(model, mesh=d.mesh, mp_policy=mp)
     return model
 

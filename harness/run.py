@@ -224,7 +224,7 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
     rec.dist = p.dist.record(int(p.tcfg.get("grad_accum", 1)), int(p.tcfg["batch_size"]), p.dtype)
     ckpt = resume.Checkpointer(resume.run_dir(p.conf["results_dir"], rec.run_key), int(p.tcfg.get("checkpoint_every", 0)),
                                p.dist, rec.run_key, dict(p.conf), p.tcfg.get("resume_from"))
-    wrapped = distributed.wrap(model, p.dist, p.dtype, p.device)
+    wrapped = distributed.wrap(model, p.dist, p.dtype, p.device, compile_layers=bool(p.tcfg.get("compile")))
     out = train(wrapped, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc, dist=p.dist, ckpt=ckpt)
     rec.resumed_from = out.resumed_from
     rec.steps, rec.tokens_seen, rec.curve, rec.stop_reason = out.steps, out.tokens_seen, out.curve, out.stop_reason

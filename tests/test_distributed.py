@@ -141,3 +141,22 @@ def test_sigterm_checkpoints_before_exiting_and_a_config_change_cannot_resume_it
     other = run_cli(*LONG, "train.lr=0.001", f"train.resume_from={latest}", f"results_dir={tmp_path}")
     assert other.returncode == 2 and "another config" in other.stderr and "train.lr" in other.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_compile_layers_compiles_each_repeated_layer_and_nothing_else():
+    """train.compile wraps every ModuleList element with torch.compile (lazily: nothing compiles here)."""
+    from dataclasses import replace
+
+    import torch
+
+    from archs.gpt import GPT, SIZES
+    from harness.config import _validate_train
+    from harness.distributed import SINGLE, wrap
+    from tests.helpers import compose_conf
+
+    model = GPT(replace(SIZES["tiny"], vocab_size=50, block_size=16))
+    wrap(model, SINGLE, torch.float32, torch.device("cpu"), compile_layers=True)
+    assert all(b._compiled_call_impl is not None for b in model.blocks)
+    assert model._compiled_call_impl is None and model.lm_head._compiled_call_impl is None
+    with pytest.raises(UserError, match="train.compile must be true or false"):
+        _validate_train({**compose_conf()["train"], "compile": "yes"})

@@ -91,4 +91,8 @@ EOF
 step gpt7b_fsdp1 200 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m harness.sweep "${RUN7B[@]}" \
   attention=sdpa dist=fsdp train.max_steps=20 train.eval_every=0
 summarize any | tee "$OUT/gpt7b_fsdp1.summary"
+# an MFU lever, if the budget has room: each layer torch.compile'd, then sharded (bf16 compute copies)
+step gpt7b_fsdp1_compile 200 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m harness.sweep \
+  "${RUN7B[@]}" attention=sdpa dist=fsdp train.compile=true train.max_steps=20 train.eval_every=0
+summarize any | tee "$OUT/gpt7b_fsdp1_compile.summary"
 echo "=== summary ($(( $(date +%s) - START ))s)"; cat "$OUT/summary.txt"
