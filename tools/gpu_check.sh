@@ -53,7 +53,7 @@ r = recs[-1]; t = r["throughput"]
 gib = (t.get("peak_mem_bytes") or 0) / 2**30
 mfu = f"{100 * t['mfu']:.1f}%" if t.get("mfu") else "n/a"
 print(f"status={r['status']} error={r.get('error')} attention={r.get('attention_backend')} dist={(r.get('dist') or {}).get('mode')}")
-print(f"params={r.get('params'):,} steps={r['steps']} tokens/s={t.get('tokens_per_s') or 0:,.0f} MFU={mfu} peak_mem={gib:.1f} GiB ({t.get('peak_mem_kind')})")
+print(f"params={r.get('params') or 0:,} steps={r['steps']} tokens/s={t.get('tokens_per_s') or 0:,.0f} MFU={mfu} peak_mem={gib:.1f} GiB ({t.get('peak_mem_kind')})")
 print("loss curve (step, train, val):", [(c["step"], c["train_loss"] and round(c["train_loss"], 3), round(c["val_loss"], 3)) for c in r["curve"]])
 print("metrics:", {k: v for k, v in (r.get("metrics") or {}).items() if k in ("bits_per_byte", "token_perplexity")})
 print("attention choice:", r.get("attention_choice"))
