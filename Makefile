@@ -6,11 +6,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup run test bench report clean
 
-# Installed once; again only when pyproject.toml changes. torch is pinned to 2.13.0: where pip's
-# find-links hold the CPU wheel (as on these machines) that is what installs, elsewhere PyPI's build.
-$(STAMP): pyproject.toml
+# The install profile: cuda where nvidia-smi lists a GPU, else cpu (override: make PROFILE=cpu ...).
+# constraints/<profile>.txt pins torch (and on cuda the xformers built for it): the one place that
+# states the pairing. Installed once; again when pyproject.toml or the profile's constraints change.
+PROFILE     ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+CONSTRAINTS := constraints/$(PROFILE).txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -30,7 +30,8 @@ from archbench.files import write_atomic  # noqa: F401  (public here since schem
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged", "skipped", "planned")
 # Config keys that say where or how loudly to run, not what to run: not part of the run key.
-KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress", "task.cache_dir")
+KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress", "task.cache_dir",
+                "train.checkpoint_every", "train.resume_from")
 
 
 def _from_dict(cls, d: dict[str, Any] | None):
@@ -142,6 +143,9 @@ class RunRecord:
     env: Env = field(default_factory=Env)
     precision: str | None = None
     attention_backend: str | None = None
+    attention_choice: dict[str, Any] | None = None  # asked, ran, and why each other backend did not
+    dist: dict[str, Any] | None = None  # how training was split: mode, world size, grad_accum, sharding
+    resumed_from: dict[str, Any] | None = None  # the mid-run checkpoint a resumed run continued from
     hparams: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None  # the memory plan (harness/planner.py), estimates flagged there
     fit: dict[str, Any] | None = None  # what a fitted model reported

@@ -30,7 +30,9 @@ def checkpoint_path(results_dir, run_key: str) -> Path:
 
 
 def save_checkpoint(path: Path, model, *, arch: str, size: str, kind: str, hparams, task_spec: TaskSpec,
-                    run_key: str, task_config: dict[str, Any], plugin_names: list[str] | None = None) -> Path:
+                    run_key: str, task_config: dict[str, Any], plugin_names: list[str] | None = None,
+                    state_dict: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint; ``state_dict`` when given (e.g. gathered from FSDP shards) else the model's."""
     payload = {
         "format": FORMAT,
         "arch": arch, "size": size, "kind": kind, "task": task_config.get("name"), "run_key": run_key,
@@ -38,7 +40,8 @@ def save_checkpoint(path: Path, model, *, arch: str, size: str, kind: str, hpara
         "task_spec": dataclasses.asdict(task_spec),
         "task_config": task_config,
         "plugins": list(plugin_names or []),  # what registers a plug-in arch or task, for whoever loads this
-        "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v
+                       for k, v in (state_dict if state_dict is not None else model.state_dict()).items()},
     }
     with atomic_target(path) as tmp:  # whole or absent, mode 0666 minus the umask
         torch.save(payload, tmp)

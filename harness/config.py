@@ -22,12 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from archbench import ARCHS, TASKS, Budget, get_arch, task_kind
 from archbench.errors import UserError
 from archs.layers.attention import BACKENDS, resolve_backend
-from harness import checkpoints, plugins
+from harness import checkpoints, distributed, plugins, resume
+from harness.identity import key_of
 from harness.hardware import DEVICES, compute_dtype, resolve_device
 
 CONFIG_MODULE = "sweeps"
-POSITIVE_INTS = ("batch_size", "seq_len", "warmup_steps", "eval_batches")
-NON_NEGATIVE_INTS = ("eval_every",)
+POSITIVE_INTS = ("batch_size", "seq_len", "warmup_steps", "eval_batches", "grad_accum")
+NON_NEGATIVE_INTS = ("eval_every", "checkpoint_every")
 POSITIVE_FLOATS = ("lr", "grad_clip")
 UNIT_FLOATS = ("min_lr_ratio",)
 PLAN_MODES = ("auto", "always")
@@ -118,8 +119,9 @@ def _check_flags(conf: Mapping[str, Any]) -> None:
             raise UserError(f"{dotted} must be true or false, got {value!r}")
 
 
-def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
-    """Check a composed config; returns its Budget."""
+def validate(conf: Mapping[str, Any], *, check_kind: bool = True, local: bool = True) -> Budget:
+    """Check a composed config; returns its Budget. ``local=False`` (a job that runs elsewhere, e.g.
+    on Slurm) skips what only the job's own machine can check: the device and its attention kernels."""
     arch = get_arch(conf["arch"]["name"])
     hp = arch.hparams(conf["size"], conf["arch"])
     kind = task_kind(conf["task"]["name"])
@@ -131,7 +133,7 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
         raise UserError(f"threads must be a positive integer or null, got {conf['threads']!r}")
     if conf["attention"] not in BACKENDS:
         raise UserError(f"unknown attention backend '{conf['attention']}'; valid: {', '.join(BACKENDS)}")
-    if any(f.name == "attention" for f in dataclasses.fields(hp)):  # e.g. xformers asked for on a CPU
+    if local and any(f.name == "attention" for f in dataclasses.fields(hp)):  # e.g. xformers asked for on a CPU
         device = resolve_device(conf["device"])
         resolve_backend(conf["attention"], device, compute_dtype(device))
     if conf.get("plan", "auto") not in PLAN_MODES:
@@ -143,6 +145,9 @@ def validate(conf: Mapping[str, Any], *, check_kind: bool = True) -> Budget:
         raise UserError(f"seed must be an integer, got {conf['seed']!r}")
     budget = Budget.from_config(conf)
     _validate_train(conf["train"])
+    distributed.check_batch(conf.get("dist", "none"), conf["train"]["batch_size"], conf["train"].get("grad_accum", 1))
+    if conf["train"].get("resume_from"):
+        resume.check_resume_from(str(conf["train"]["resume_from"]), key_of(conf), dict(conf))
     check_writable(conf["results_dir"], report=conf["report"])
     return budget
 
@@ -154,10 +159,10 @@ def _validate_train(t: Mapping[str, Any]) -> None:
     if t.get("mode", "train") not in TRAIN_MODES:
         raise UserError(f"unknown train.mode '{t['mode']}'; valid: {', '.join(TRAIN_MODES)}")
     for k in POSITIVE_INTS:
-        if not _is_int(t[k]) or t[k] <= 0:
+        if not _is_int(t.get(k, 1)) or t.get(k, 1) <= 0:
             raise UserError(f"train.{k} must be a positive integer, got {t[k]!r}")
     for k in NON_NEGATIVE_INTS:
-        if not _is_int(t[k]) or t[k] < 0:
+        if not _is_int(t.get(k, 0)) or t.get(k, 0) < 0:
             raise UserError(f"train.{k} must be an integer >= 0, got {t[k]!r}")
     for k in POSITIVE_FLOATS:
         if not _is_number(t[k]) or t[k] <= 0:
@@ -167,6 +172,8 @@ def _validate_train(t: Mapping[str, Any]) -> None:
             raise UserError(f"train.{k} must be a number in [0, 1], got {t[k]!r}")
     if not _is_number(t["weight_decay"]) or t["weight_decay"] < 0:
         raise UserError(f"train.weight_decay must be a number >= 0, got {t['weight_decay']!r}")
+    if not isinstance(t.get("compile", False), bool):
+        raise UserError(f"train.compile must be true or false, got {t['compile']!r}")
     betas = t["betas"]
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
         raise UserError(f"train.betas must be two numbers in [0, 1), got {betas!r}")

@@ -31,6 +31,7 @@ this is in the record's ``plan`` object, which carries ``estimate: true``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -87,8 +88,10 @@ def _nbytes(params) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
-def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int) -> int:
-    """Bytes autograd saves in one training forward + loss, counted on the meta model."""
+def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int, weight_copies: bool = True) -> int:
+    """Bytes autograd saves in one training forward + loss, counted on the meta model; with
+    ``weight_copies`` plus autocast's low-precision copy of every matmul weight (under FSDP the
+    mixed-precision policy gathers bf16 layers one at a time instead: counted by the caller)."""
     meta = torch.device("meta")
     batch = next(task.train_batches(int(tcfg["batch_size"]), int(tcfg["seq_len"]),
                                     torch.Generator().manual_seed(seed)))
@@ -114,46 +117,74 @@ def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int) -> 
             # in backward its full activations exist once more: count one layer's worth
             pb = model.planning_block()
             pb.module(**pb.make_inputs(int(tcfg["batch_size"]), int(tcfg["seq_len"]), meta))
-    if dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
+    if weight_copies and dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
         total += int(matmul_params(model) * torch.finfo(dtype).bits / 8)
     return total
 
 
-def plan_memory(arch_spec, task, hp, spec, tcfg, device: torch.device, dtype: torch.dtype, seed: int) -> Plan:
+def plan_memory(arch_spec, task, hp, spec, tcfg, device: torch.device, dtype: torch.dtype, seed: int, *,
+                world_size: int = 1, sharded: bool = False, available: int | None = None) -> Plan:
+    """The per-device memory plan. Under FSDP (``sharded``) weights, gradients and AdamW states are
+    split over ``world_size`` devices and one layer is gathered whole (two with prefetch); each
+    device's activations are those of its micro-batch (batch_size / (world_size x grad_accum)).
+    ``available`` (bytes per device) overrides the probe, e.g. to plan for GPUs this machine lacks."""
     with torch.device("meta"):
         model = arch_spec.build(task.kind, hp, spec)
     params = _unique_params(model)
     trainable = [p for p in params if p.requires_grad]
     weights, grads = _nbytes(params), _nbytes(trainable)
     optimizer = ADAMW_STATES * grads
+    micro = max(1, int(tcfg["batch_size"]) // (world_size * int(tcfg.get("grad_accum", 1))))
     try:
-        activations, act_note = saved_activation_bytes(model, task, tcfg, dtype, seed), "counted on the meta device"
+        activations = saved_activation_bytes(model, task, {**tcfg, "batch_size": micro}, dtype, seed,
+                                             weight_copies=not sharded)
+        act_note = "counted on the meta device"
     except UserError:  # the task found a mistake in the config (e.g. seq_len too short): one line, exit 2
         raise
     except Exception as e:  # an op without a meta kernel: plan without activations, and say so
         activations, act_note = None, f"not counted: the meta forward failed ({type(e).__name__}: {e})"
-    total = weights + grads + optimizer + (activations or 0)
-    available, source = available_memory(device)
+    state = weights + grads + optimizer
+    # autocast's whole-model bf16 weight copies (in activations unless sharded): FSDP would not keep them
+    copies = int(matmul_params(model) * torch.finfo(dtype).bits / 8) if dtype != torch.float32 and not sharded else 0
+    shards = world_size if sharded else 1
+    gathered = 2 * _largest_layer_bytes(model, dtype) if sharded and world_size > 1 else 0
+    total = -(-state // shards) + gathered + (activations or 0)
+    source = "given"
+    if available is None:
+        available, source = available_memory(device)
     fits = available is None or total <= HEADROOM * available
     record = {
-        "estimate": True,
-        "fits": fits,
-        "device": device.type,
-        "available_bytes": available,
-        "available_source": source,
-        "headroom": HEADROOM,
-        "batch_size": int(tcfg["batch_size"]),
-        "seq_len": int(tcfg["seq_len"]),
-        "precision": str(dtype).replace("torch.", ""),
-        "optimizer": "AdamW",
+        "estimate": True, "fits": fits, "device": device.type, "available_bytes": available,
+        "available_source": source, "headroom": HEADROOM, "batch_size": int(tcfg["batch_size"]),
+        "micro_batch": micro, "seq_len": int(tcfg["seq_len"]), "precision": str(dtype).replace("torch.", ""),
+        "optimizer": "AdamW", "world_size": world_size, "sharded": sharded,
         "memory": {"weights_bytes": weights, "gradients_bytes": grads, "optimizer_bytes": optimizer,
-                   "activations_bytes": activations, "total_bytes": total},
+                   "activations_bytes": activations, "gathered_layers_bytes": gathered, "total_bytes": total},
         "activations": act_note,
-        "memory_formula": ("weights + gradients (trainable, param dtype) + AdamW 2 states per trainable "
-                           "param + bytes saved for backward by one training forward and loss; "
+        "gpus_needed": gpus_needed(state, gathered or 2 * _largest_layer_bytes(model, dtype),
+                                   (activations or 0) - copies, available) if available else None,
+        "memory_formula": ("per device: (weights + gradients (trainable, param dtype) + AdamW 2 states per "
+                           "trainable param) / world_size under FSDP (else whole) + 2 gathered layers under "
+                           "FSDP + bytes saved for backward by one training forward and loss of the micro-batch; "
                            f"fits iff total <= {HEADROOM} x available"),
     }
     return Plan(model=model, fits=fits, record=record)
+
+
+def _largest_layer_bytes(model, dtype: torch.dtype) -> int:
+    """Bytes of the largest ModuleList element's parameters in the compute dtype (what FSDP gathers)."""
+    size = torch.finfo(dtype).bits // 8
+    layers = [m for lst in model.modules() if isinstance(lst, torch.nn.ModuleList) for m in lst]
+    return max((sum(p.numel() for p in _unique_params(m)) * size for m in layers), default=0)
+
+
+def gpus_needed(state: int, gathered: int, activations: int, per_device: int) -> int | None:
+    """The fewest devices of ``per_device`` bytes that hold the run under FSDP at the same micro-batch
+    (None when even one layer's share plus the activations does not fit a device)."""
+    room = HEADROOM * per_device - gathered - activations
+    if room <= 0:
+        return None
+    return max(1, math.ceil(state / room))
 
 
 def _materialize(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -255,7 +286,12 @@ def describe(plan: Plan) -> str:
     line = (f"plan (estimate): weights {m['weights_bytes'] / gib:.1f} + grads {m['gradients_bytes'] / gib:.1f} + "
             f"AdamW {m['optimizer_bytes'] / gib:.1f} + activations {act} = {m['total_bytes'] / gib:.1f} GiB")
     line += f" vs {avail / gib:.1f} GiB available" if avail else " (available memory unknown)"
+    if plan.record.get("sharded"):
+        line += f" per device ({plan.record['world_size']} devices, FSDP)"
     line += "" if plan.fits else ": does not fit"
+    need = plan.record.get("gpus_needed")
+    if not plan.fits and need and avail:
+        line += f"; needs {need} devices of {avail / gib:.0f} GiB with dist=fsdp (torchrun --nproc_per_node={need})"
     speed = plan.record.get("speed") or {}
     if speed.get("step_seconds"):
         line += f"; est. {speed['step_seconds']:.1f} s/step, {speed['tokens_per_s']:.1f} tok/s"

@@ -6,6 +6,7 @@ user mistake raises UserError before anything is written.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -20,8 +21,8 @@ from archbench import ArchSpec, Budget, Task, TaskSpec, build_task, check_model,
 from archbench.budget import consumed
 from archbench.errors import UserError
 from archbench.record import DataInfo, Env, RunRecord, Throughput, NEWER, load_record, quarantine, record_path, write_record
-from archs.layers.attention import resolve_backend
-from harness import checkpoints, hardware, planner as planning, plugins
+from archs.layers.attention import backend_choice, resolve_backend
+from harness import checkpoints, distributed, hardware, planner as planning, plugins, resume
 from harness.config import validate
 from harness.evaluate import evaluate
 from harness.identity import carry_over, code_version, key_of, stale_reason, supersede
@@ -64,6 +65,7 @@ class Prepared:
     device: torch.device
     dtype: torch.dtype
     generator: torch.Generator
+    dist: distributed.Dist = dataclasses.field(default_factory=distributed.Dist)
 
     @property
     def tcfg(self) -> Mapping[str, Any]:
@@ -84,18 +86,21 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
     results_dir = conf["results_dir"]
     path = record_path(results_dir, key)
     desc = f"{conf['arch']['name']}/{conf['size']} {conf['task']['name']} seed={conf['seed']}"
-    with run_lock(results_dir, key, desc):  # a second sweep waits here, then finds the ok record
-        old, reuse = cached(conf, path, desc)
+    main = distributed.env_rank() == 0  # under torchrun only rank 0 writes records and prints
+    # a second sweep waits here, then finds the ok record; the ranks of one torchrun job share the run
+    lock = run_lock(results_dir, key, desc) if main else contextlib.nullcontext()
+    with lock:
+        old, reuse = cached(conf, path, desc, quiet=not main)
         if reuse:
             return old
-        return _run(conf, overrides, arch, kind, budget, key, old)
+        return _run(conf, overrides, arch, kind, budget, key, old, main)
 
 
-def cached(conf: Mapping[str, Any], path, desc: str) -> tuple[RunRecord | None, bool]:
+def cached(conf: Mapping[str, Any], path, desc: str, quiet: bool = False) -> tuple[RunRecord | None, bool]:
     """(the record on disk, whether it stands in for this run): only an ok record of the same run
     key, code version and data fingerprint does, unless force=true or a checkpoint is wanted."""
     old, why = load_record(path)
-    if old is None and why not in ("missing", NEWER):
+    if old is None and why not in ("missing", NEWER) and not quiet:
         quarantine(path, why)
     wants_checkpoint = conf.get("checkpoint") and not checkpoints.checkpoint_path(conf["results_dir"],
                                                                                  path.stem).is_file()
@@ -106,13 +111,14 @@ def cached(conf: Mapping[str, Any], path, desc: str) -> tuple[RunRecord | None, 
         seed_everything(int(conf["seed"]))
         reason = stale_reason(old, build_task(conf["task"]).data_info().get("fingerprint"))
     if reason:
-        print(f"rerun {desc}: {reason}; the old record is kept in runs/superseded/")
+        quiet or print(f"rerun {desc}: {reason}; the old record is kept in runs/superseded/")
         return old, False
-    print(f"skip {desc}: an ok record of this config, code and data exists ({path}); force=true reruns it")
+    quiet or print(f"skip {desc}: an ok record of this config, code and data exists ({path}); force=true reruns it")
     return old, True
 
 
-def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, old: RunRecord | None) -> RunRecord:
+def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, old: RunRecord | None,
+         main: bool = True) -> RunRecord:
     results_dir = conf["results_dir"]
     path = record_path(results_dir, key)
     rec = RunRecord(run_key=key, arch=arch.name, size=conf["size"], task=conf["task"]["name"], kind=kind,
@@ -122,22 +128,26 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
         rec.status = "skipped"
         rec.error = f"arch '{arch.name}' does not support task kind '{kind}': " + \
             arch.unsupported.get(kind, f"it supports {', '.join(arch.kinds)}")
-        _write(results_dir, rec, old)
-        print(f"skipped {key}: {rec.error}")
+        if main:
+            _write(results_dir, rec, old)
+            print(f"skipped {key}: {rec.error}")
         return rec
 
     t_start = time.perf_counter()
     try:
         execute(conf, rec, arch, budget)
-    except UserError:
+    except (UserError, resume.Interrupted):  # a mistake, or stopped by a signal after a checkpoint: no record
         raise
     except Exception as e:  # a broken run is a result too: record it and let the sweep go on
         rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
         rec.traceback = traceback.format_exc()
-        print(f"run {key} failed: {rec.error}")
+        print(f"run {key} failed (rank {distributed.env_rank()}): {rec.error}")
     rec.wall_s = time.perf_counter() - t_start
-    _write(results_dir, rec, old)
-    _print_summary(rec, path)
+    if main:
+        _write(results_dir, rec, old)
+        _print_summary(rec, path)
+        if rec.status == "ok":
+            resume.discard(results_dir, key)  # the record is whole: mid-run checkpoints are spent
     return rec
 
 
@@ -151,6 +161,16 @@ def _write(results_dir, rec: RunRecord, old: RunRecord | None) -> None:
 def execute(conf: Mapping[str, Any], rec: RunRecord, arch: ArchSpec, budget: Budget) -> None:
     """The stages of one run, each filling its part of ``rec``; status is set last."""
     p = prepare(conf, arch, rec)
+    try:
+        _stages(p, rec, arch, budget)
+    except BaseException:
+        distributed.teardown(p.dist, ok=False)
+        raise
+    distributed.teardown(p.dist)
+
+
+def _stages(p: Prepared, rec: RunRecord, arch: ArchSpec, budget: Budget) -> None:
+    conf = p.conf
     if not arch.fitted and plan_only(p, rec):
         return
     mem_base = hardware.reset_peak_memory(p.device)  # peak memory counts from here: model, training, eval
@@ -162,7 +182,8 @@ def execute(conf: Mapping[str, Any], rec: RunRecord, arch: ArchSpec, budget: Bud
     rec.budget = budget.record(consumed(rec.steps, rec.tokens_seen, seconds, rec.flops_per_token))
     eval_timing: dict[str, Any] = {}
     if outcome.status == "ok":
-        rec.metrics, eval_timing = evaluate(p.task, model, p.device, p.seq_len)
+        with distributed.gathered(model):  # FSDP: whole parameters for methods other than forward
+            rec.metrics, eval_timing = evaluate(p.task, model, p.device, p.seq_len)
     rec.throughput = measure(p, rec, eval_timing, train_mem, mem_base)
     if outcome.status == "ok" and conf.get("checkpoint"):
         rec.checkpoint = str(save(p, rec, model))
@@ -175,8 +196,11 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
     if conf.get("threads"):
         torch.set_num_threads(int(conf["threads"]))  # recorded below in env.threads
     device = hardware.resolve_device(conf["device"])
+    dist, device = distributed.setup(conf.get("dist", "none"), device)  # torchrun's rank -> its device
+    distributed.check_batch(dist.mode, int(conf["train"]["batch_size"]), int(conf["train"].get("grad_accum", 1)),
+                            dist.world_size)
     dtype = hardware.compute_dtype(device)
-    rec.env = Env(**hardware.environment(device))
+    rec.env = Env(**hardware.environment(device), world_size=dist.world_size)
     rec.precision = str(dtype).replace("torch.", "")
     task = build_task(conf["task"])
     rec.data = DataInfo.from_dict(task.data_info())
@@ -186,15 +210,17 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
         # the one run-time choice an arch cannot make alone: which attention kernel this device runs
         hp = dataclasses.replace(hp, attention=resolve_backend(conf["attention"], device, dtype))
         rec.attention_backend = hp.attention
+        rec.attention_choice = backend_choice(conf["attention"], hp.attention, device, dtype)
     rec.hparams = dataclasses.asdict(hp)
     spec = task.spec(int(conf["train"]["seq_len"]))
-    return Prepared(conf, arch, task, hp, spec, device, dtype, generator)
+    return Prepared(conf, arch, task, hp, spec, device, dtype, generator, dist)
 
 
 def plan_only(p: Prepared, rec: RunRecord) -> bool:
     """Plan memory on the meta device; a run that would not fit (or ``plan=always``) is estimated,
     never allocated, and recorded as ``planned``. True when that is all this run does."""
-    plan = planning.plan_memory(p.arch, p.task, p.hparams, p.spec, p.tcfg, p.device, p.dtype, int(p.conf["seed"]))
+    plan = planning.plan_memory(p.arch, p.task, p.hparams, p.spec, p.tcfg, p.device, p.dtype, int(p.conf["seed"]),
+                                world_size=p.dist.world_size, sharded=p.dist.mode == "fsdp")
     rec.plan = plan.record
     if p.conf.get("plan") != "always" and plan.fits:
         return False
@@ -240,9 +266,15 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
     t = p.tcfg  # say what a long first step is doing (a 64k context on a CPU sits there for minutes)
     val = f"; validation ({t['eval_batches']} x 32 windows) at step 0 and every {t['eval_every']} steps" \
         if t["eval_every"] else ""
-    print(f"{desc}: training on {p.device.type}, up to {t['max_steps'] or 'budget'} steps of {t['batch_size']} x "
-          f"{p.seq_len} tokens{val}", flush=True)
-    out = train(model, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc)
+    if p.dist.rank == 0:
+        print(f"{desc}: training on {p.device.type}, up to {t['max_steps'] or 'budget'} steps of {t['batch_size']} x "
+              f"{p.seq_len} tokens{val}", flush=True)
+    rec.dist = p.dist.record(int(p.tcfg.get("grad_accum", 1)), int(p.tcfg["batch_size"]), p.dtype)
+    ckpt = resume.Checkpointer(resume.run_dir(p.conf["results_dir"], rec.run_key), int(p.tcfg.get("checkpoint_every", 0)),
+                               p.dist, rec.run_key, dict(p.conf), p.tcfg.get("resume_from"))
+    wrapped = distributed.wrap(model, p.dist, p.dtype, p.device, compile_layers=bool(p.tcfg.get("compile")))
+    out = train(wrapped, p.task, p.tcfg, budget, p.device, p.dtype, p.generator, desc=desc, dist=p.dist, ckpt=ckpt)
+    rec.resumed_from = out.resumed_from
     rec.steps, rec.tokens_seen, rec.curve, rec.stop_reason = out.steps, out.tokens_seen, out.curve, out.stop_reason
     rec.throughput.tokens_per_s, rec.throughput.train_seconds = out.tokens_per_s, out.train_seconds
     return out
@@ -251,6 +283,8 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
 def measure(p: Prepared, rec: RunRecord, eval_timing: dict[str, Any], train_mem: int, mem_base) -> Throughput:
     """Throughput, MFU against the device's peak, and peak memory of training and of the whole run."""
     peak, peak_source = hardware.peak_flops(p.device, p.dtype)
+    if peak and p.dist.world_size > 1:  # tokens/s counts every rank, so MFU is against every device's peak
+        peak, peak_source = peak * p.dist.world_size, f"{peak_source}, x {p.dist.world_size} devices"
     tps, fpt = rec.throughput.tokens_per_s, rec.flops_per_token
     mem, mem_kind = hardware.peak_memory(p.device, mem_base)
     return dataclasses.replace(
@@ -261,7 +295,10 @@ def measure(p: Prepared, rec: RunRecord, eval_timing: dict[str, Any], train_mem:
 
 def save(p: Prepared, rec: RunRecord, model):
     path = checkpoints.checkpoint_path(p.conf["results_dir"], rec.run_key)
-    return checkpoints.save_checkpoint(path, model, arch=rec.arch, size=rec.size, kind=p.task.kind,
+    state = distributed.full_state_dict(model, p.dist)  # collective under FSDP; rank 0 writes
+    if not p.dist.is_main:
+        return path
+    return checkpoints.save_checkpoint(path, model, state_dict=state, arch=rec.arch, size=rec.size, kind=p.task.kind,
                                        hparams=p.hparams, task_spec=p.spec, run_key=rec.run_key,
                                        task_config=dict(p.conf["task"]),
                                        plugin_names=list(p.conf.get("plugins") or []))

@@ -24,6 +24,8 @@ from archbench.errors import UserError, fail
 from archbench.files import remove_orphans
 from archbench.record import iter_records, read_record, record_path, runs_dir
 from harness import plugins
+from harness.distributed import env_rank
+from harness.resume import Interrupted
 from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
 from harness.identity import key_of
 from harness.overrides import check_override_keys
@@ -37,7 +39,7 @@ SWEEP_ID_ENV = "ARCHBENCH_SWEEP_ID"  # names this sweep's Hydra folder (sweeps/c
 FAILED_EXIT = 3  # some run diverged or failed (or left no record); the report is still built
 DONE = ("ok", "planned", "skipped")
 
-_state: dict[str, Any] = {"results_dirs": set(), "user_errors": []}
+_state: dict[str, Any] = {"results_dirs": set(), "user_errors": [], "interrupted": []}
 
 
 def _jobs(args: list[str]) -> list[list[str]]:
@@ -62,6 +64,9 @@ def _jobs(args: list[str]) -> list[list[str]]:
                        else [f"{key}={value}"])
     combos = list(itertools.islice(itertools.product(*sweeps.values()), MAX_PREFLIGHT_JOBS))
     plain = [o for o in fixed if not o.startswith("hydra")]
+    launcher = base if not any(o.startswith("hydra/launcher") for o in fixed) else \
+        compose([o for o in fixed if not o.startswith("hydra.")], hydra_cfg=True)
+    _state["remote"] = str(OmegaConf.select(launcher, "hydra.launcher._target_") or "").endswith(".SlurmLauncher")
     return [plain + list(c) for c in combos] or [plain]
 
 
@@ -74,7 +79,8 @@ def preflight(args: list[str], multirun: bool) -> list[dict]:
     confs = []
     for overrides in jobs:
         conf = compose_dict(overrides)
-        validate(conf, check_kind=not multirun)
+        # a job that runs on Slurm checks its device there, not on the login node that submits it
+        validate(conf, check_kind=not multirun, local=not _state.get("remote"))
         confs.append(conf)
     return confs
 
@@ -96,6 +102,9 @@ def _hydra_job(cfg: DictConfig) -> None:
     except UserError as e:  # found only once the job reads its data: no record, one line
         print(f"error: {e}", file=sys.stderr)
         _state["user_errors"].append(str(e))
+    except Interrupted as e:  # SIGTERM/SIGUSR1: a checkpoint was saved; a rerun resumes from it
+        print(str(e), file=sys.stderr)
+        _state["interrupted"].append(e.signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         # time + a random id: two sweeps started in the same second get their own Hydra folders
         os.environ[SWEEP_ID_ENV] = f"{_dt.datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
         sys.argv = [sys.argv[0], *args]
-        for v in _state.values():
-            v.clear()
+        for k in ("results_dirs", "user_errors", "interrupted"):
+            _state[k].clear()
         _hydra_job()
     except UserError as e:
         fail(str(e))
+    if _state["interrupted"]:
+        return 128 + _state["interrupted"][0]  # the shell's convention for "ended by this signal"
     dirs = _state["results_dirs"] or {confs[0]["results_dir"]}
-    if confs[0]["report"]:
+    if confs[0]["report"] and env_rank() == 0:
         from harness.report import build_report
 
         for d in sorted(dirs):
@@ -126,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {path}")
     if _state["user_errors"]:
         return UserError.exit_code
+    if env_rank() != 0:  # rank 0 writes the records and reports the outcome
+        return 0
     # read outcomes from disk: with a process-pool launcher (joblib, submitit) jobs share no memory
     records = [read_record(record_path(c["results_dir"], key_of(c))) for c in confs]
     statuses = [r.status if r else None for r in records]

@@ -8,7 +8,9 @@ warm-up steps, with the device synchronized before each clock read.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -17,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from archbench import Budget
-from harness import hardware
+from harness import distributed, hardware
 from harness.evaluate import evaluation_mode
+from harness.resume import Checkpointer, rng_state
 
 TIMING_WARMUP_STEPS = 2
 
@@ -32,6 +35,7 @@ class TrainOutcome:
     tokens_per_s: float | None = None
     stop_reason: str = ""
     error: str | None = None
+    resumed_from: dict[str, Any] | None = None  # the mid-run checkpoint this run continued from
     curve: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -59,51 +63,90 @@ def make_optimizer(model: torch.nn.Module, tcfg: Mapping[str, Any]) -> torch.opt
 
 
 def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.device, dtype: torch.dtype,
-          generator: torch.Generator, desc: str = "") -> TrainOutcome:
+          generator: torch.Generator, desc: str = "", dist: distributed.Dist = distributed.SINGLE,
+          ckpt: Checkpointer | None = None) -> TrainOutcome:
     """Train ``model`` on ``task`` until the first limit of ``budget`` (already resolved for this
-    model's FLOPs per token) is reached; ``tcfg`` holds the optimizer and schedule settings."""
+    model's FLOPs per token) is reached; ``tcfg`` holds the optimizer and schedule settings. Under
+    ``dist`` each rank trains on its share of every global batch (harness/distributed.py); with
+    ``ckpt`` the run saves mid-run checkpoints and resumes from the latest (harness/resume.py)."""
     batch_size, seq_len = int(tcfg["batch_size"]), int(tcfg["seq_len"])
     horizon, horizon_reason = budget.horizon(batch_size * seq_len)
     limits = (horizon if horizon is not None else math.inf, horizon_reason,
               float(budget.seconds) if budget.seconds else math.inf)
     eval_every, eval_batches = int(tcfg["eval_every"]), int(tcfg["eval_batches"])
-    autocast = hardware.autocast(device, dtype)
+    autocast, inner = hardware.autocast(device, dtype), distributed.unwrap(model)
     opt = make_optimizer(model, tcfg)
     batches = task.train_batches(batch_size, seq_len, generator)
     out, clock = TrainOutcome(status="ok"), _Clock()
-    last_loss = None  # no training step yet
+    state = {"last_loss": None}  # no training step yet
+    if ckpt is not None:
+        _resume(ckpt, model, opt, batches, generator, out, clock, state)
 
     def validate():
-        with autocast, evaluation_mode(model):
-            val = task.validation_loss(model, device, seq_len, eval_batches)
-        out.curve.append({"step": out.steps, "tokens": out.tokens_seen, "train_loss": last_loss, "val_loss": val})
+        with autocast, evaluation_mode(inner), distributed.gathered(inner):
+            val = task.validation_loss(inner, device, seq_len, eval_batches)
+        out.curve.append({"step": out.steps, "tokens": out.tokens_seen, "train_loss": state["last_loss"],
+                          "val_loss": val})
         return val
 
     model.train()
-    bar = tqdm(total=horizon, desc=desc, disable=not tcfg.get("progress", True), leave=False,
-               dynamic_ncols=True, mininterval=1.0)
-    try:
-        while not _stopped(out, *limits):
-            if eval_every and out.steps % eval_every == 0:
-                validate()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(out.steps, tcfg, horizon)
-            batch = next(batches)
-            hardware.sync(device)
-            t0 = time.perf_counter()
-            last_loss, n_tokens, why = _step(model, task, opt, batch, device, autocast, float(tcfg["grad_clip"]))
-            if why:
-                return _diverged(out, f"{why} at step {out.steps}", bar)
-            clock.add(out, n_tokens, time.perf_counter() - t0)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
-        val = validate()
-        if not math.isfinite(val):
-            return _diverged(out, f"validation loss is {val}", bar)
-    finally:
-        bar.close()
+    bar = tqdm(total=horizon, initial=out.steps, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0,
+               disable=not tcfg.get("progress", True) or not dist.is_main)
+    step = _Stepper(model, task, opt, device, autocast, tcfg, dist)
+    with ckpt if ckpt is not None else contextlib.nullcontext():
+        try:
+            while not _stopped(out, *limits):
+                if eval_every and out.steps % eval_every == 0:
+                    validate()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(out.steps, tcfg, horizon)
+                hardware.sync(device)
+                t0 = time.perf_counter()
+                state["last_loss"], n_tokens, why = step(next(batches))
+                if why:
+                    return _diverged(out, f"{why} at step {out.steps}", bar)
+                clock.add(out, n_tokens, time.perf_counter() - t0)
+                bar.update(1)
+                bar.set_postfix(loss=f"{state['last_loss']:.3f}", refresh=False)
+                if ckpt is not None:
+                    _checkpoint(ckpt, model, opt, generator, out, clock, state, device)
+            val = validate()
+            if not math.isfinite(val):
+                return _diverged(out, f"validation loss is {val}", bar)
+        finally:
+            bar.close()
     out.tokens_per_s = clock.tokens_per_s(out)
     return out
+
+
+def _resume(ckpt: Checkpointer, model, opt, batches, generator, out: TrainOutcome, clock, state) -> None:
+    """Continue from the latest checkpoint: weights, optimizer, counters, curve, data position."""
+    meta = ckpt.load(model, opt)
+    if meta is None:
+        return
+    for _ in range(int(meta["batches_drawn"])):  # replay the data stream to where it stood
+        next(batches)
+    if not torch.equal(generator.get_state(), meta["generator"]):
+        raise RuntimeError(f"resuming {ckpt.source}: the data generator did not return to the saved position")
+    out.steps, out.tokens_seen, out.train_seconds = meta["step"], meta["tokens_seen"], meta["train_seconds"]
+    out.curve = list(meta["curve"])
+    clock.tokens, clock.seconds = meta["clock"]
+    state["last_loss"] = meta["last_loss"]
+    out.resumed_from = {"path": str(ckpt.source), "step": meta["step"], "reason": meta.get("reason")}
+
+
+def _checkpoint(ckpt: Checkpointer, model, opt, generator, out: TrainOutcome, clock, state, device) -> None:
+    """Save when due or when a signal arrived (then stop: Interrupted, or the outer handler's requeue)."""
+    signum = ckpt.signalled(device)
+    if not signum and not ckpt.due(out.steps):
+        return
+    meta = {"step": out.steps, "tokens_seen": out.tokens_seen, "train_seconds": out.train_seconds,
+            "curve": out.curve, "clock": (clock.tokens, clock.seconds), "last_loss": state["last_loss"],
+            "batches_drawn": out.steps, "generator": generator.get_state(),
+            "reason": signal.Signals(signum).name if signum else "checkpoint_every", **rng_state()}
+    path = ckpt.save(model, opt, meta)
+    if signum:
+        ckpt.pass_on(signum, path, out.steps)
 
 
 def _stopped(out: TrainOutcome, max_steps: float, horizon_reason: str, max_seconds: float) -> bool:
@@ -115,20 +158,36 @@ def _stopped(out: TrainOutcome, max_steps: float, horizon_reason: str, max_secon
     return bool(out.stop_reason)
 
 
-def _step(model, task, opt, batch, device, autocast, grad_clip: float) -> tuple[float | None, int, str | None]:
-    """One optimizer step: (loss, tokens read, None), or (None, tokens, why) when a loss or gradient
-    is not finite (the run has diverged; no update is applied)."""
-    with autocast:
-        loss, n_tokens = task.loss(model, batch, device)
-    if not torch.isfinite(loss):
-        return None, n_tokens, f"loss is {loss.item()}"
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if not torch.isfinite(grad_norm):
-        return None, n_tokens, f"gradient norm is {grad_norm.item()}"
-    opt.step()
-    return loss.item(), n_tokens, None  # .item() also synchronizes with the device
+class _Stepper:
+    """One optimizer step over a global batch: this rank's rows in ``grad_accum`` micro-batches, each
+    loss scaled by 1/grad_accum, gradients averaged over ranks by DDP/FSDP. Returns (mean loss over
+    the global batch, tokens read by all ranks, None), or (None, tokens, why) when the loss or the
+    gradient norm is not finite (the run has diverged; no update is applied)."""
+
+    def __init__(self, model, task, opt, device, autocast, tcfg: Mapping[str, Any], dist: distributed.Dist):
+        self.model, self.task, self.opt, self.device, self.autocast, self.dist = model, task, opt, device, autocast, dist
+        self.accum, self.grad_clip = int(tcfg.get("grad_accum", 1)), float(tcfg["grad_clip"])
+
+    def __call__(self, batch) -> tuple[float | None, int, str | None]:
+        self.opt.zero_grad(set_to_none=True)
+        parts = distributed.micro_batches(batch, self.dist, self.accum)
+        loss_sum, n_tokens = 0.0, 0
+        for i, part in enumerate(parts):
+            with distributed.no_sync(self.model, last=i == len(parts) - 1):
+                with self.autocast:
+                    loss, n = self.task.loss(self.model, part, self.device)
+                (loss / self.accum).backward()
+            loss_sum, n_tokens = loss_sum + loss.detach(), n_tokens + n
+        loss_sum, n_tokens = distributed.all_sum([float(loss_sum), float(n_tokens)], self.dist, self.device)
+        loss_mean = loss_sum / (self.accum * self.dist.world_size)
+        if not math.isfinite(loss_mean):
+            return None, int(n_tokens), f"loss is {loss_mean}"
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        if not torch.isfinite(grad_norm):
+            return None, int(n_tokens), f"gradient norm is {grad_norm.item()}"
+        self.opt.step()
+        return loss_mean, int(n_tokens), None  # float() above also synchronized with the device
 
 
 class _Clock:

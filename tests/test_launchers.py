@@ -35,3 +35,20 @@ def test_joblib_launcher_runs_a_real_two_job_multirun(tmp_path):
     assert sorted(r["seed"] for r in recs) == [0, 1]
     assert all(r["status"] == "ok" and r["steps"] == 3 and r["metrics"]["bits_per_byte"] > 0 for r in recs)
     assert "JoblibLauncher" in proc.stdout + proc.stderr or "Joblib" in proc.stdout + proc.stderr
+
+
+def test_slurm_submit_host_needs_no_gpu_and_requeues_on_preemption():
+    """The login node that submits has no CUDA: device checks run in the job, not before submitting."""
+    import torch
+
+    from harness.sweep import preflight
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nothing to show")
+    confs = preflight(["hydra/launcher=slurm", "device=cuda", "attention=xformers", "arch=gpt", "size=7b",
+                       "dist=fsdp", "train.batch_size=8"], multirun=False)
+    assert confs[0]["device"] == "cuda" and confs[0]["dist"] == "fsdp"
+    with pytest.raises(UserError, match="no CUDA device"):  # run here, the same job is refused at once
+        preflight(["device=cuda"], multirun=False)
+    hl = _compose_cfg(["hydra/launcher=slurm"], hydra_cfg=True).hydra.launcher
+    assert hl.max_num_timeout > 0 and hl.signal_delay_s > 0

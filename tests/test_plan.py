@@ -188,3 +188,28 @@ def test_every_size_of_every_arch_can_be_planned(corpus, memory, synthetic_class
 def test_available_memory_reads_meminfo():
     n, source = planning.available_memory(torch.device("cpu"))
     assert n > 0 and source in ("/proc/meminfo MemAvailable", "sysconf SC_AVPHYS_PAGES")
+
+
+def test_7b_under_fsdp_fits_eight_80gb_gpus_and_one_says_how_many_it_needs(corpus):
+    """The plan is per device: FSDP splits weights, gradients and AdamW states over the ranks."""
+    task = lm_task(corpus)
+    tcfg = {"batch_size": 8, "seq_len": 2048}
+    spec = TaskSpec(kind="lm", vocab_size=32000, max_seq_len=2048)
+    hp = replace(GPT_SIZES["7b"], activation_checkpointing=True)
+    gpu, bf16, h100 = torch.device("cuda"), torch.bfloat16, 80 * 10**9
+    eight = planning.plan_memory(ARCHS["gpt"], task, hp, spec, tcfg, gpu, bf16, 0, world_size=8, sharded=True,
+                                 available=h100)
+    one = planning.plan_memory(ARCHS["gpt"], task, hp, spec, tcfg, gpu, bf16, 0, available=h100)
+    m8, m1 = eight.record["memory"], one.record["memory"]
+    assert eight.fits and eight.record["micro_batch"] == 1 and eight.record["world_size"] == 8
+    state = 16 * 6_738_415_616
+    assert m8["total_bytes"] == -(-state // 8) + m8["gathered_layers_bytes"] + m8["activations_bytes"]
+    assert m8["gathered_layers_bytes"] == 2 * 2 * (4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096)  # 2 bf16 layers
+    assert not one.fits and m1["total_bytes"] > state
+    need = one.record["gpus_needed"]
+    assert need is not None and 2 <= need <= 8
+    assert f"needs {need} devices" in planning.describe(one)
+    # and that many do hold it, at the micro-batch the plan assumed
+    again = planning.plan_memory(ARCHS["gpt"], task, hp, spec, {**tcfg, "batch_size": 8 * need}, gpu, bf16, 0,
+                                 world_size=need, sharded=True, available=h100)
+    assert again.fits

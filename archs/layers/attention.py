@@ -70,10 +70,40 @@ def xformers_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str
     return _xformers_probe(str(device), dtype)
 
 
+def xformers_build() -> dict | None:
+    """What the installed xformers says it was built for, read from its own metadata without
+    importing it: its version, the torch its wheel requires, and cpp_lib.json (torch and CUDA of the
+    compiled extension). None when xformers is not installed."""
+    import importlib.metadata as md
+    import importlib.util
+    import json
+    import os
+
+    try:
+        info: dict = {"version": md.version("xformers")}
+    except md.PackageNotFoundError:
+        return None
+    info["requires_torch"] = next((r.split(";")[0].replace(" ", "")[len("torch"):] for r in md.requires("xformers") or []
+                                   if r.replace(" ", "").startswith(("torch=", "torch>", "torch<", "torch~"))), None)
+    spec = importlib.util.find_spec("xformers")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "cpp_lib.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                lib = json.load(f)
+            built = lib.get("version", {}) if isinstance(lib.get("version"), dict) else lib
+            info["built_for_torch"] = built.get("torch") or built.get("torch_version")
+            info["built_for_cuda"] = built.get("cuda") or built.get("cuda_version")
+    return info
+
+
 @functools.cache
 def _xformers_probe(device: str, dtype: torch.dtype) -> str | None:
     """Import xformers (lazily: only here) and run one tiny call, since a wheel built for another
     torch or CUDA imports fine and fails only when its kernels are called."""
+    build = xformers_build()
+    if build is None:
+        return "xformers is not installed"
     try:
         import xformers.ops as xops
 
@@ -81,7 +111,9 @@ def _xformers_probe(device: str, dtype: torch.dtype) -> str | None:
         xops.memory_efficient_attention(x, x, x)
     except Exception as e:  # pragma: no cover - depends on the install
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return f"xformers memory_efficient_attention does not run ({type(e).__name__}: {first})"
+        built = build.get("built_for_torch") or build.get("requires_torch") or "an unknown torch"
+        return (f"xformers {build['version']} was built for torch {built}, but torch {torch.__version__} is "
+                f"installed, and its kernels do not load ({type(e).__name__}: {first})")
     return None
 
 
@@ -94,8 +126,26 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
     if name == "xformers":
         why = xformers_unavailable_reason(device, dtype)
         if why:
-            raise UserError(f"attention=xformers cannot run: {why}; use attention=sdpa or attention=auto")
+            raise UserError(f"attention=xformers cannot run: {why}; install the matching pair (README "
+                            "'Running on GPUs') or use attention=sdpa or attention=auto")
     return name
+
+
+def backend_choice(asked: str, ran: str, device: torch.device, dtype: torch.dtype) -> dict:
+    """For the run record: the backend asked for, the one that ran, and why each other one did not."""
+    not_chosen = {}
+    for b in RUNNABLE:
+        if b == ran:
+            continue
+        if asked != "auto":
+            not_chosen[b] = f"attention={asked} was asked for"
+        elif b == "xformers":
+            not_chosen[b] = xformers_unavailable_reason(device, dtype)
+        elif b == "sdpa":
+            not_chosen[b] = "auto prefers xformers where it runs"
+        else:
+            not_chosen[b] = "the explicit-softmax test oracle (T x T memory): never chosen by auto"
+    return {"asked": asked, "ran": ran, "not_chosen": not_chosen}
 
 
 # ----------------------------------------------------------------------------- the function
