@@ -99,6 +99,14 @@ class GPT(NeuralLM):
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Next-token logits (B, T, V). With a cache, ``idx`` holds the T tokens after the cached ones."""
+        return self.lm_head(self._hidden(idx, cache))
+
+    def hidden_and_head(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final hidden state (B, T, d), LM head weight (V, d)): forward(idx) = hidden @ weight.T, for
+        a loss that fuses the head with cross-entropy (tasks/scoring/fused_ce.py)."""
+        return self._hidden(idx, None), self.lm_head.weight
+
+    def _hidden(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         t = idx.shape[1]
         start = cache.pos if cache is not None else 0
         if start + t > self.cfg.block_size:
@@ -116,7 +124,7 @@ class GPT(NeuralLM):
                 x = block(x, causal=True, rope=rope, cache=cache, layer=i)
         if cache is not None:
             cache.advance(t)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
     @property
     def recomputes_layers(self) -> bool:
