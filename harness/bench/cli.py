@@ -14,6 +14,16 @@ from harness.bench.memory import measure_memory
 DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
 
 
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
     ap.add_argument("--only", choices=("attention", "gpt", "baselines"),
@@ -23,6 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="longest attention sequence (default 4096)")
     ap.add_argument("--steps", type=int, default=5, help="timed GPT steps (default 5)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--gpt-threads", default=[1, 2], type=_thread_counts,
+                    help="CPU thread counts the GPT step runs at, comma-separated (default 1,2)")
+    ap.add_argument("--nanogpt", help=f"nanoGPT checkout (or its model.py) to run beside the GPT step "
+                                      f"(default ${gpt_step.NANOGPT_ENV}; skipped with the reason when unset)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     return ap.parse_args(argv)
 
@@ -33,13 +47,19 @@ def _attention(device: torch.device, max_len: int) -> dict[str, Any]:
     return attention.attention_bench(device, [t for t in attention.LENGTHS if t <= max_len])
 
 
-def _gpt(device: torch.device, steps: int) -> dict[str, Any]:
+def _gpt(device: torch.device, steps: int, nanogpt: str | None, threads: list[int]) -> dict[str, Any]:
     s = gpt_step.GPT_SHAPE
     print(f"gpt training step: {s['n_layer']} layers, d {s['d_model']}, {s['n_head']} heads, T {s['seq_len']}, "
-          f"batch {s['batch']}, vocab {s['vocab']}, {gpt_step.GPT_DTYPE_NOTE}")
-    res = gpt_step.gpt_step_bench(device, steps=steps)
-    gpt_step.print_bench(res)
-    return res
+          f"batch {s['batch']}, vocab {s['vocab']}, {gpt_step.GPT_DTYPE_NOTE}; harness beside nanoGPT, "
+          "interleaved rounds in this process")
+    counts = threads if device.type == "cpu" else [torch.get_num_threads()]
+    before = torch.get_num_threads()
+    runs = []
+    for n in counts:
+        runs.append(gpt_step.gpt_step_bench(device, steps=steps, nanogpt=nanogpt, threads=n))
+        gpt_step.print_bench(runs[-1])
+    torch.set_num_threads(before)
+    return runs[-1] | {"by_threads": runs}
 
 
 def _memory(results: dict[str, Any], device: torch.device) -> None:
@@ -63,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "attention"):
         results["attention"] = _attention(device, args.max_len)
     if args.only in (None, "gpt"):
-        results["gpt"] = _gpt(device, args.steps)
+        results["gpt"] = _gpt(device, args.steps, args.nanogpt, args.gpt_threads)
     if "attention" in results or "gpt" in results:
         _memory(results, device)
     if args.only in (None, "baselines"):
