@@ -111,8 +111,9 @@ class Seq2SeqTask(Task, abc.ABC):
         return self._mean_nll(model, "validation", device, limit=max_batches * EVAL_BATCH)
 
     @torch.no_grad()
-    def decode_split(self, model, split: str, device) -> list[str]:
-        """Detokenized outputs of the shared search for every example of the split, in order."""
+    def decode_split(self, model, split: str, device, use_cache: bool = True) -> list[str]:
+        """Detokenized outputs of the shared search for every example of the split, in order
+        (incremental decoding where the model can; ``use_cache=False`` rereads the prefix)."""
         src = self.encoded[split][0]
         order = sorted(range(len(src)), key=lambda i: len(src[i]))  # similar lengths batch together
         rows = max(1, EVAL_BATCH // self.search.beam_size)
@@ -121,7 +122,7 @@ class Seq2SeqTask(Task, abc.ABC):
             index = order[i:i + rows]
             ids, mask = pad_batch([src[j] for j in index], self.pad)
             tokens = generate(model, ids.to(device), mask.to(device), bos=self.bos, eos=self.eos, pad=self.pad,
-                              search=self.search, cap=self.longest_target + 1)
+                              search=self.search, cap=self.longest_target + 1, use_cache=use_cache)
             for j, toks in zip(index, tokens):
                 out[j] = self.tokenizer.decode(toks)
         return out

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from harness import hardware
-from harness.bench import attention, baselines, gpt_step
+from harness.bench import attention, baselines, decoding, gpt_step
 from harness.bench.memory import measure_memory
 
 DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
@@ -26,7 +26,7 @@ def _thread_counts(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
-    ap.add_argument("--only", choices=("attention", "gpt", "baselines"),
+    ap.add_argument("--only", choices=("attention", "gpt", "decoding", "baselines"),
                     help="run one part (baselines: harness/bench/baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
     ap.add_argument("--max-len", type=int, default=attention.LENGTHS[-1],
@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         results["gpt"] = _gpt(device, args.steps, args.nanogpt, args.gpt_threads)
     if "attention" in results or "gpt" in results:
         _memory(results, device)
+    if args.only in (None, "decoding"):
+        print("decoding: the seq2seq cells of study=tasks after their training, test split, task's search, "
+              "incremental vs prefix reread, interleaved rounds in this process")
+        results["decoding"] = decoding.decoding_bench(threads=torch.get_num_threads())
     if args.only in (None, "baselines"):
         print("baselines (python -m harness.bench.baselines for its options):")
         baselines.main([])
