@@ -178,7 +178,7 @@ def gpt_step_bench(device: torch.device, steps: int = 5, warmup: int = 2, nanogp
     timed = _interleaved(runs, steps, warmup)
     peak = peak_before
     if device.type == "cpu" and peak:  # a loaded machine: keep the higher of two probes (the lower MFU)
-        peak = max(peak, hardware.cpu_matmul_peak.__wrapped__())
+        peak = max(peak, hardware.probe_cpu_peak())
         peak_source = "measured: best of 8 fp32 1024x1024 matmuls, the higher of a probe before and after the steps"
     tokens = s["batch"] * s["seq_len"]
     fpt = model.flops_per_token(s["seq_len"])
