@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from harness import hardware
-from harness.bench import attention, baselines, decoding, gpt_step
+from harness.bench import attention, attention_gpu, baselines, decoding, gpt_step
 from harness.bench.memory import measure_memory
 
 DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
@@ -29,8 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", choices=("attention", "gpt", "decoding", "baselines"),
                     help="run one part (baselines: harness/bench/baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
-    ap.add_argument("--max-len", type=int, default=attention.LENGTHS[-1],
-                    help="longest attention sequence (default 4096)")
+    ap.add_argument("--max-len", type=int, help="longest attention sequence (default 4096 on a CPU, 16384 on CUDA)")
     ap.add_argument("--steps", type=int, default=5, help="timed GPT steps (default 5)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--gpt-threads", default=[1, 2], type=_thread_counts,
@@ -80,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {env['device_name']} ({device.type}), {env['threads']} threads, torch {env['torch']}; "
           "timings on a shared machine vary with its load")
     results: dict[str, Any] = {"env": env}
-    if args.only in (None, "attention"):
-        results["attention"] = _attention(device, args.max_len)
+    if args.only in (None, "attention") and device.type == "cuda":
+        print("attention on the GPU: causal self-attention forward + backward, bf16, FlashAttention-2's "
+              "shapes and FLOP count (harness/bench/attention_gpu.py)")
+        results["attention_gpu"] = attention_gpu.attention_gpu_bench(device, max_len=args.max_len or 16384)
+    elif args.only in (None, "attention"):
+        results["attention"] = _attention(device, args.max_len or attention.LENGTHS[-1])
     if args.only in (None, "gpt"):
         results["gpt"] = _gpt(device, args.steps, args.nanogpt, args.gpt_threads)
     if "attention" in results or "gpt" in results:
