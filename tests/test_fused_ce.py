@@ -54,3 +54,21 @@ def test_fp32_batched_shapes_and_gpt_loss_path():
     assert abs(fused.item() - plain.item()) < 1e-6
     for a, p in zip(g_fused, model.parameters()):
         assert torch.allclose(a, p.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_confidently_wrong_rows_keep_their_exact_loss():
+    """A target far below the row's maximum (-log p under-resolved) is scored by log-sum-exp."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(6, 4, generator=g, dtype=torch.float64) * 60
+    w = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    logits = h @ w.t()
+    y = logits.argmin(1)  # the least likely token of each row: p far below 1e-30
+    assert (torch.softmax(logits, 1).gather(1, y[:, None]) < 1e-30).any()
+    hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+    fused = linear_cross_entropy(hh, ww, y, chunk_rows=4)
+    fused.backward()
+    hp, wp = h.clone().requires_grad_(), w.clone().requires_grad_()
+    plain = F.cross_entropy(hp @ wp.t(), y)
+    plain.backward()
+    assert abs(fused.item() - plain.item()) < 1e-6 * max(1.0, abs(plain.item()))
+    assert torch.allclose(hh.grad, hp.grad, atol=1e-6) and torch.allclose(ww.grad, wp.grad, atol=1e-6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 CHUNK_ROWS = 256  # rows per chunk: one (256, V) fp32 buffer is 51 MB at V = 50304
+_WEAK = 1e-30  # a target probability below this is scored by log-sum-exp, not -log p
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -28,26 +29,44 @@ class LinearCrossEntropy(torch.autograd.Function):
         valid = targets != ignore_index
         safe = torch.where(valid, targets, 0).unsqueeze(1)
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        any_ignored = hidden.device.type != "meta" and not bool(valid.all())
+        real = hidden.device.type != "meta"  # the planner runs this on meta tensors: no data-dependent branches
+        any_ignored = real and not bool(valid.all())
+        # on a CPU at one dtype: two reused (chunk, V) buffers and out= kernels, no fresh allocations
+        reuse = hidden.device.type == "cpu" and hidden.dtype == weight.dtype == acc
+        buf = None
         for s in range(0, n, chunk_rows):
             h, t, ok = hidden[s:s + chunk_rows], safe[s:s + chunk_rows], valid[s:s + chunk_rows]
-            z = (h @ weight.t()).to(acc)  # autocast decides the matmul dtype; softmax is fp32 at least
-            target_logit = z.gather(1, t).squeeze(1)
-            m = z.amax(dim=1, keepdim=True)
-            z.sub_(m).exp_()
-            norm = z.sum(dim=1, keepdim=True)
-            lse = norm.log().add_(m).squeeze(1)
-            total += torch.where(ok, lse - target_logit, 0.0).sum()
+            rows = h.shape[0]
+            if reuse:
+                buf = buf if buf is not None else torch.empty(2, rows, weight.shape[0], dtype=acc, device=h.device)
+                z, p = torch.mm(h, weight.t(), out=buf[0, :rows]), buf[1, :rows]
+            else:
+                z = (h @ weight.t()).to(acc)  # autocast decides the matmul dtype; softmax is fp32 at least
+                p = torch.empty_like(z)
+            torch.ops.aten._softmax.out(z, 1, False, out=p)  # one row-wise kernel: each row read once from memory
+            p_t = p.gather(1, t).squeeze(1)
+            nll = -torch.log(p_t)
+            if real:
+                weak = p_t < _WEAK  # -log p loses precision (or is inf) there: the exact log-sum-exp instead
+                if bool(weak.any()):
+                    zw = z[weak]
+                    nll[weak] = torch.logsumexp(zw, 1) - zw.gather(1, t[weak]).squeeze(1)
+            total += torch.where(ok, nll, 0.0).sum()
             if need_h or need_w:
-                z.div_(norm)  # softmax
-                z.scatter_add_(1, t, torch.full_like(target_logit, -1.0).unsqueeze(1))
+                p.scatter_add_(1, t, torch.full_like(p_t, -1.0).unsqueeze(1))  # softmax - onehot
                 if any_ignored:
-                    z.mul_(ok.unsqueeze(1))  # ignored rows have no gradient
-                g = z.to(weight.dtype)
+                    p.mul_(ok.unsqueeze(1))  # ignored rows have no gradient
+                g = p.to(weight.dtype)
                 if need_h:
-                    grad_h[s:s + chunk_rows] = g @ weight
+                    if reuse:
+                        torch.mm(g, weight, out=grad_h[s:s + rows])
+                    else:
+                        grad_h[s:s + rows] = g @ weight
                 if need_w:
-                    grad_w += g.t() @ h
+                    if reuse:
+                        grad_w.addmm_(g.t(), h)
+                    else:
+                        grad_w += g.t() @ h
         count = valid.sum().clamp(min=1).to(acc)
         ctx.save_for_backward(grad_h, grad_w, count)
         ctx.weight_dtype = weight.dtype
