@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 CHUNK_ROWS = 256  # rows per chunk: one (256, V) fp32 buffer is 51 MB at V = 50304
+GPU_CHUNK_ROWS = 4096  # rows per chunk elsewhere: 824 MB of fp32 logits at V = 50304
 _WEAK = 1e-30  # a target probability below this is scored by log-sum-exp, not -log p
 
 
@@ -29,8 +30,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         valid = targets != ignore_index
         safe = torch.where(valid, targets, 0).unsqueeze(1)
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        real = hidden.device.type != "meta"  # the planner runs this on meta tensors: no data-dependent branches
-        any_ignored = real and not bool(valid.all())
+        # the planner runs this on meta tensors: no data-dependent branches there
+        any_ignored = hidden.device.type != "meta" and not bool(valid.all())
         # on a CPU at one dtype: two reused (chunk, V) buffers and out= kernels, no fresh allocations
         reuse = hidden.device.type == "cpu" and hidden.dtype == weight.dtype == acc
         buf = None
@@ -45,12 +46,14 @@ class LinearCrossEntropy(torch.autograd.Function):
                 p = torch.empty_like(z)
             torch.ops.aten._softmax.out(z, 1, False, out=p)  # one row-wise kernel: each row read once from memory
             p_t = p.gather(1, t).squeeze(1)
-            nll = -torch.log(p_t)
-            if real:
+            if h.device.type == "cpu":
+                nll = -torch.log(p_t)
                 weak = p_t < _WEAK  # -log p loses precision (or is inf) there: the exact log-sum-exp instead
                 if bool(weak.any()):
                     zw = z[weak]
                     nll[weak] = torch.logsumexp(zw, 1) - zw.gather(1, t[weak]).squeeze(1)
+            else:  # no host sync per chunk on an accelerator (or meta): one more read of the chunk instead
+                nll = torch.logsumexp(z, 1) - z.gather(1, t).squeeze(1)
             total += torch.where(ok, nll, 0.0).sum()
             if need_h or need_w:
                 p.scatter_add_(1, t, torch.full_like(p_t, -1.0).unsqueeze(1))  # softmax - onehot
@@ -82,8 +85,10 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = -100, chunk_rows: int = CHUNK_ROWS) -> torch.Tensor:
+                         ignore_index: int = -100, chunk_rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``; hidden (..., D), weight (V, D),
-    targets (...); equal to F.cross_entropy(F.linear(hidden, weight), targets) without its logits."""
+    targets (...); equal to F.cross_entropy(F.linear(hidden, weight), targets) without its logits.
+    ``chunk_rows``: CHUNK_ROWS on a CPU, GPU_CHUNK_ROWS elsewhere (fewer, larger kernels)."""
     h = hidden.reshape(-1, hidden.shape[-1])
+    chunk_rows = chunk_rows or (CHUNK_ROWS if h.device.type == "cpu" else GPU_CHUNK_ROWS)
     return LinearCrossEntropy.apply(h, weight, targets.reshape(-1), ignore_index, chunk_rows)
