@@ -75,6 +75,7 @@ class Throughput:
     inference_tokens_per_s: float | None = None  # the test evaluation, over the tokens it scored
     peak_flops: float | None = None
     peak_flops_source: str | None = None
+    peak_flops_probes: list[float] | None = None  # CPU: the probe at the start and at the end of the run
     achieved_flops: float | None = None
     mfu: float | None = None  # achieved / peak; None when the peak is unknown
     peak_mem_bytes: int | None = None  # training (validation passes included)

@@ -99,24 +99,47 @@ class GPT(NeuralLM):
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Next-token logits (B, T, V). With a cache, ``idx`` holds the T tokens after the cached ones."""
+        return self.lm_head(self._hidden(idx, cache))
+
+    def hidden_and_head(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final hidden state (B, T, d), LM head weight (V, d)): forward(idx) = hidden @ weight.T, for
+        a loss that fuses the head with cross-entropy (tasks/scoring/fused_ce.py)."""
+        return self._hidden(idx, None), self.lm_head.weight
+
+    def forward_rows(self, idx: torch.Tensor, cache: KVCache, positions: torch.Tensor,
+                     key_mask: torch.Tensor, logits: bool = True) -> torch.Tensor | None:
+        """Logits (B, T, V) of ``idx`` written at the cache's next T slots, where rows differ in
+        length: ``positions`` (B, T) are each token's position in its own row, ``key_mask`` (B,
+        cache.pos + T) says which slots hold real tokens (a batch of right-padded prompts in one
+        cache: their padding slots are never attended to). ``logits=False`` only fills the cache."""
+        h = self._hidden(idx, cache, positions, key_mask)
+        return self.lm_head(h) if logits else None
+
+    def _hidden(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
         t = idx.shape[1]
         start = cache.pos if cache is not None else 0
         if start + t > self.cfg.block_size:
             raise ValueError(f"{start + t} positions exceed block_size {self.cfg.block_size}")
         x = self.tok_emb(idx)
+        if positions is None:
+            positions = torch.arange(start, start + t, device=idx.device)
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(start, start + t, device=idx.device))
-        rope = self.rope(start, t) if self.rope is not None else None
+            x = x + self.pos_emb(positions)
+        rope = None
+        if self.rope is not None:  # per-row positions: (B, 1, T, D) tables broadcast over heads
+            rope = (self.rope(start, t) if positions.dim() == 1 else
+                    (self.rope.cos[positions][:, None], self.rope.sin[positions][:, None]))
         x = self.drop(x)
         recompute = self.cfg.activation_checkpointing and self.training and cache is None
         for i, block in enumerate(self.blocks):
             if recompute:
                 x = checkpoint(block, x, causal=True, rope=rope, use_reentrant=False)
             else:
-                x = block(x, causal=True, rope=rope, cache=cache, layer=i)
+                x = block(x, causal=True, key_padding_mask=key_mask, rope=rope, cache=cache, layer=i)
         if cache is not None:
             cache.advance(t)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
     @property
     def recomputes_layers(self) -> bool:

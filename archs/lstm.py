@@ -203,8 +203,26 @@ class LSTMSeq2Seq(NeuralModel):
 
     def decode(self, memory, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         states, h0, c0 = memory
-        dec, _ = self.decoder(self.drop(self.embed(tgt_in)),
-                              (h0.transpose(0, 1).contiguous(), c0.transpose(0, 1).contiguous()))
+        return self._decode_from(states, src_mask, tgt_in, (h0, c0))[0]
+
+    incremental = True  # the decoder's (h, c) carries the prefix
+
+    def start_decoding(self, memory, src_mask, max_steps: int):
+        return memory[1], memory[2]  # (h, c), each (B, n_layer, H): rows first, so a search can reorder them
+
+    def decode_step(self, memory, src_mask, state, tokens: torch.Tensor):
+        """(next-token logits (B, V) after ``tokens`` (B, 1), the decoder state after them)."""
+        logits, state = self._decode_from(memory[0], src_mask, tokens, state)
+        return logits[:, -1], state
+
+    def _decode_from(self, states, src_mask, tgt_in, hc):
+        h0, c0 = hc
+        dec, (h, c) = self.decoder(self.drop(self.embed(tgt_in)),
+                                   (h0.transpose(0, 1).contiguous(), c0.transpose(0, 1).contiguous()))
+        return self._output(dec, states, src_mask), (h.transpose(0, 1), c.transpose(0, 1))
+
+    def _output(self, dec, states, src_mask):
+        """Luong global attention over the source states, then W_c and the output layer, per position."""
         keys = self.attn_w(states) if self.attn_w is not None else states
         scores = torch.einsum("bth,bsh->bts", dec, keys)
         scores = scores.masked_fill(~src_mask[:, None, :].to(torch.bool), float("-inf"))

@@ -22,6 +22,7 @@ import torch.nn as nn
 from archbench import TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralModel, PlanningBlock, matmul_params
+from archs.layers.attention import KVCache
 from archs.layers.blocks import TransformerLayer, attention_flops_per_token, sinusoidal_positions
 
 
@@ -78,9 +79,11 @@ def _layer(cfg: TransformerConfig, cross: bool) -> TransformerLayer:
                             cross_attention=cross, backend=cfg.attention)
 
 
-def _embed(embed: nn.Embedding, ids: torch.Tensor, d_model: int, drop: nn.Module) -> torch.Tensor:
+def _embed(embed: nn.Embedding, ids: torch.Tensor, d_model: int, drop: nn.Module, start: int = 0) -> torch.Tensor:
+    """Scaled embeddings plus the sinusoidal positions start .. start + T - 1."""
     x = embed(ids) * math.sqrt(d_model)
-    return drop(x + sinusoidal_positions(ids.shape[1], d_model, device=ids.device, dtype=x.dtype))
+    pe = sinusoidal_positions(start + ids.shape[1], d_model, device=ids.device, dtype=x.dtype)[start:]
+    return drop(x + pe)
 
 
 def _init(model: nn.Module, d_model: int) -> None:
@@ -113,14 +116,30 @@ class EncoderDecoderTransformer(NeuralModel):
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> torch.Tensor:
         return self.encoder(src, src_mask)
 
-    def decode(self, memory: torch.Tensor, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced next-token logits (B, T, V); causal over ``tgt_in`` (right padding needs no mask)."""
-        x = _embed(self.tgt_embed, tgt_in, self.cfg.d_model, self.drop)
-        for layer in self.decoder_layers:
-            x = layer(x, causal=True, memory=memory, memory_mask=src_mask)
+    def decode(self, memory: torch.Tensor, src_mask: torch.Tensor | None, tgt_in: torch.Tensor,
+               cache: KVCache | None = None) -> torch.Tensor:
+        """Teacher-forced next-token logits (B, T, V); causal over ``tgt_in`` (right padding needs no
+        mask). With a cache (``decode_step``), ``tgt_in`` holds the tokens after the cached ones."""
+        start = cache.pos if cache is not None else 0
+        x = _embed(self.tgt_embed, tgt_in, self.cfg.d_model, self.drop, start)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, causal=True, memory=memory, memory_mask=src_mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(tgt_in.shape[1])
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         return self.out_proj(x)
+
+    incremental = True  # decoder self-attention keys and values in a KV cache
+
+    def start_decoding(self, memory: torch.Tensor, src_mask, max_steps: int) -> KVCache:
+        c = self.cfg
+        return KVCache(c.n_decoder_layer, memory.shape[0], c.n_head, max_steps, c.d_model // c.n_head,
+                       dtype=memory.dtype, device=memory.device)
+
+    def decode_step(self, memory, src_mask, cache: KVCache, tokens: torch.Tensor):
+        """(next-token logits (B, V) after ``tokens`` (B, 1), the cache with them appended)."""
+        return self.decode(memory, src_mask, tokens, cache)[:, -1], cache
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)

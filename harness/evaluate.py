@@ -28,12 +28,13 @@ def evaluation_mode(model):
 
 def evaluate(task, model, device: torch.device, seq_len: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the task's test metrics, timing): eval_seconds and inference tokens/s over the tokens the
-    task says it scored (``test_tokens``; None for tasks that do not count tokens)."""
+    task says it scored (``test_tokens``) or generated (``test_generated_tokens``, seq2seq); None
+    for tasks that count neither."""
     t0 = time.perf_counter()
     with evaluation_mode(model):
         metrics = task.evaluate(model, device, seq_len)
     hardware.sync(device)
     seconds = time.perf_counter() - t0
-    scored = metrics.get("test_tokens")
+    scored = metrics.get("test_tokens") or metrics.get("test_generated_tokens")
     return metrics, {"eval_seconds": seconds,
                      "inference_tokens_per_s": (scored / seconds) if scored and seconds > 0 else None}

@@ -1,6 +1,7 @@
 """Where a run executes and how fast that hardware could go.
 
-MFU needs a peak. On CPU it is measured once per process with an fp32 matmul probe; on a GPU it
+MFU needs a peak. On CPU it is measured with an fp32 matmul probe at the run's thread count (cached
+per thread count; harness/run.py probes again at the end of a run and keeps the higher); on a GPU it
 comes from a table of datasheet dense peaks keyed by the device name. An unknown device gets no
 peak and so no MFU: never a guess (torchtitan falls back to an A100's peak; we do not).
 """
@@ -79,11 +80,22 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@functools.cache
 def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """Best fp32 matmul rate of this process's threads (FLOP/s): the CPU's practical peak."""
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+    """Best fp32 matmul rate at the current thread count (FLOP/s): the CPU's practical peak, probed
+    once per thread count and process (``probe_cpu_peak`` probes afresh)."""
+    return _cached_cpu_peak(torch.get_num_threads(), n, repeats)
+
+
+@functools.cache
+def _cached_cpu_peak(threads: int, n: int, repeats: int) -> float:
+    return probe_cpu_peak(n, repeats)
+
+
+def probe_cpu_peak(n: int = 1024, repeats: int = 8) -> float:
+    """A fresh probe: the best of ``repeats`` fp32 n x n matmuls at the current thread count."""
+    g = torch.Generator().manual_seed(0)  # its own generator: a probe never moves the run's seeded RNG
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
     a @ b  # warm-up: thread pool start, page faults
     best = 0.0
     for _ in range(repeats):
@@ -98,7 +110,8 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float | None, 
     if device.type == "cpu":
         if dtype != torch.float32:
             return None, f"no CPU probe for {dtype}"
-        return cpu_matmul_peak(), "measured: best of 8 fp32 1024x1024 matmuls in this process"
+        return cpu_matmul_peak(), (f"measured: best of 8 fp32 1024x1024 matmuls at {torch.get_num_threads()} "
+                                   "thread(s) in this process")
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, tensor_peak, fp32_peak in GPU_PEAKS:

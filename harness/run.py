@@ -200,6 +200,7 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
     distributed.check_batch(dist.mode, int(conf["train"]["batch_size"]), int(conf["train"].get("grad_accum", 1)),
                             dist.world_size)
     dtype = hardware.compute_dtype(device)
+    hardware.peak_flops(device, dtype)  # the start probe on CPU, at this run's thread count (cached per count)
     rec.env = Env(**hardware.environment(device), world_size=dist.world_size)
     rec.precision = str(dtype).replace("torch.", "")
     task = build_task(conf["task"])
@@ -283,12 +284,16 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
 def measure(p: Prepared, rec: RunRecord, eval_timing: dict[str, Any], train_mem: int, mem_base) -> Throughput:
     """Throughput, MFU against the device's peak, and peak memory of training and of the whole run."""
     peak, peak_source = hardware.peak_flops(p.device, p.dtype)
+    probes = None
+    if p.device.type == "cpu" and peak:  # other processes' load lowers a probe: keep the higher (lower MFU)
+        probes = [peak, hardware.probe_cpu_peak()]
+        peak, peak_source = max(probes), peak_source + "; the higher of that and a probe at the end of the run"
     if peak and p.dist.world_size > 1:  # tokens/s counts every rank, so MFU is against every device's peak
         peak, peak_source = peak * p.dist.world_size, f"{peak_source}, x {p.dist.world_size} devices"
     tps, fpt = rec.throughput.tokens_per_s, rec.flops_per_token
     mem, mem_kind = hardware.peak_memory(p.device, mem_base)
     return dataclasses.replace(
-        rec.throughput, **eval_timing, peak_flops=peak, peak_flops_source=peak_source,
+        rec.throughput, **eval_timing, peak_flops=peak, peak_flops_source=peak_source, peak_flops_probes=probes,
         achieved_flops=(tps * fpt) if (tps and fpt) else None, mfu=(tps * fpt / peak) if (tps and fpt and peak) else None,
         peak_mem_bytes=train_mem, peak_mem_with_eval_bytes=mem, peak_mem_kind=mem_kind)
 

@@ -118,28 +118,36 @@ class Seq2SeqTask(Task, abc.ABC):
         return self._mean_nll(model, "validation", device, limit=max_batches * EVAL_BATCH)
 
     @torch.no_grad()
-    def decode_split(self, model, split: str, device) -> list[str]:
-        """Detokenized outputs of the shared search for every example of the split, in order."""
+    def decode_split(self, model, split: str, device, use_cache: bool = True) -> list[str]:
+        """Detokenized outputs of the shared search for every example of the split, in order
+        (incremental decoding where the model can; ``use_cache=False`` rereads the prefix)."""
+        return [self.tokenizer.decode(toks) for toks in self.decode_ids(model, split, device, use_cache)]
+
+    @torch.no_grad()
+    def decode_ids(self, model, split: str, device, use_cache: bool = True) -> list[list[int]]:
+        """Output token ids of the shared search (without bos and eos) per example of the split, in order."""
         src = self.encoded[split][0]
         order = sorted(range(len(src)), key=lambda i: len(src[i]))  # similar lengths batch together
         rows = max(1, EVAL_BATCH // self.search.beam_size)
-        out: list[str] = [""] * len(src)
+        out: list[list[int]] = [[] for _ in src]
         for i in range(0, len(order), rows):
             index = order[i:i + rows]
             ids, mask = pad_batch([src[j] for j in index], self.pad)
             tokens = generate(model, ids.to(device), mask.to(device), bos=self.bos, eos=self.eos, pad=self.pad,
-                              search=self.search, cap=self.longest_target + 1)
+                              search=self.search, cap=self.longest_target + 1, use_cache=use_cache)
             for j, toks in zip(index, tokens):
-                out[j] = self.tokenizer.decode(toks)
+                out[j] = toks
         return out
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
         sources = [s for s, _ in self.splits["test"]]
         references = [t for _, t in self.splits["test"]]
-        hypotheses = self.decode_split(model, "test", device)
+        outputs = self.decode_ids(model, "test", device)
+        hypotheses = [self.tokenizer.decode(toks) for toks in outputs]
         metrics = self.score(hypotheses, references, sources)
         metrics["test_token_nll"] = self._mean_nll(model, "test", device)
         metrics["test_examples"] = len(references)
+        metrics["test_generated_tokens"] = sum(len(toks) + 1 for toks in outputs)  # eos included
         metrics["mean_output_bytes"] = float(np.mean([len(h.encode("utf-8")) for h in hypotheses]))
         return metrics
 

@@ -242,3 +242,23 @@ def test_logit_scale_changes_the_step_not_the_model():
     d_plain = (plain.trans_logits * 1.0).detach() - torch.log(torch.as_tensor(params[1]))
     d_scaled = (scaled.trans_logits * 30.0).detach() - torch.log(torch.as_tensor(params[1]))
     torch.testing.assert_close(d_scaled, 900 * d_plain, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_scaled_e_step_equals_the_log_space_one(with_mask, monkeypatch):
+    """The probability-space fast path and the log-space recursion give the same counts and likelihood."""
+    import archs.hmm as hmm_mod
+
+    torch.manual_seed(3)
+    hmm = HMM(7, 11, init_std=2.0)
+    x = torch.randint(0, 11, (4, 9))
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    if with_mask:
+        mask[1, 5:] = False
+        mask[3, 2:] = False
+    fast = hmm.expected_counts(x, mask if with_mask else None)
+    monkeypatch.setattr(hmm_mod, "scaled_expected_counts", lambda *a, **k: None)  # force the log-space path
+    slow = hmm.expected_counts(x, mask if with_mask else None)
+    for a, b in zip(fast[:3], slow[:3]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert fast[3] == pytest.approx(slow[3], rel=1e-5)

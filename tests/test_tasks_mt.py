@@ -108,3 +108,6 @@ def test_prefix_lm_gpt_trains_and_translates(tmp_path, tokenizer, beam):
     assert metrics["test_examples"] == 6 and 0 <= metrics["bleu"] <= 100
     outputs = task.decode_split(model, "test", torch.device("cpu"))
     assert len(outputs) == 6 and all(isinstance(o, str) for o in outputs)
+    ids = task.decode_ids(model, "test", torch.device("cpu"))  # what inference tokens/s counts
+    assert metrics["test_generated_tokens"] == sum(len(t) + 1 for t in ids) >= 6
+    assert [task.tokenizer.decode(t) for t in ids] == outputs

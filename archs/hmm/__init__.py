@@ -33,6 +33,7 @@ from archbench import TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralLM, NeuralModel
 from archs.hmm.forward_filter import _ForwardFilter, _log_matvec, _shift_cols, filter_steps
+from archs.hmm.scaled import scaled_expected_counts
 from archs.layers.fit_data import labeled_sequences, take_examples
 
 TRAINING = ("gradient", "em")
@@ -148,6 +149,11 @@ class HMM(nn.Module):
         """E-step: expected start, transition and emission counts, and the summed log-likelihood."""
         params = self.log_params()
         log_start, log_trans, log_emit = params
+        real = torch.ones_like(x, dtype=log_emit.dtype) if mask is None else mask.to(log_emit.dtype)
+        fast = scaled_expected_counts(x, self._emissions(log_emit, x, mask), real, log_start, log_trans,
+                                      self.vocab_size)
+        if fast is not None:  # probability space with scaling; log space only where that underflows
+            return fast
         log_filt, log_norm, _ = self.filter(x, mask, params)
         log_beta = self.backward_messages(x, mask, log_norm, params)
         post = torch.exp(log_filt + log_beta)  # p(z_t | x), (B, T, K)

@@ -310,6 +310,14 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.pos += n
 
+    def select(self, index: torch.Tensor) -> "KVCache":
+        """A cache of rows ``index`` (a search reordering its beams or dropping finished rows)."""
+        out = object.__new__(KVCache)
+        out.k = [t.index_select(0, index.to(t.device)) for t in self.k]
+        out.v = [t.index_select(0, index.to(t.device)) for t in self.v]
+        out.max_len, out.pos = self.max_len, self.pos
+        return out
+
 
 # ----------------------------------------------------------------------------- the module
 

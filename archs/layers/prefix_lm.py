@@ -4,8 +4,10 @@ seq2seq: each row is packed as its source's real tokens (source + eos, as the ta
 followed at once by the decoder input (bos + target), so one causal pass reads
 source -> separator (bos) -> target. ``decode`` returns only the target positions' logits, so the
 task's loss covers target tokens only; the source is context, never a prediction target. The
-"memory" is the source itself: the LM rereads it at every decoding step (no incremental state in
-the contract), which keeps the adapter exact for any LM.
+"memory" is the source itself. An LM with a KV cache and per-row positions (``new_cache`` and
+``forward_rows``, as GPT) also decodes incrementally (``start_decoding`` / ``decode_step``): the
+batch's right-padded sources fill the cache once, padding slots masked, and each step feeds one
+token at its own row's position, so the result equals ``decode`` on the packed rows.
 
 classify: the LM's vocabulary gets one extra token per class; the class logits are its next-token
 logits after the input's last real token (the task's eos), read at the class tokens only -- the LM
@@ -46,8 +48,43 @@ class PrefixLMSeq2Seq(NeuralModel):
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
+    @property
+    def incremental(self) -> bool:
+        """Whether the wrapped LM can decode from a KV cache (start_decoding / decode_step)."""
+        return callable(getattr(self.lm, "new_cache", None)) and callable(getattr(self.lm, "forward_rows", None))
+
+    def start_decoding(self, memory: torch.Tensor, src_mask: torch.Tensor, max_steps: int) -> "PrefixState":
+        """The sources in the LM's KV cache (room for ``max_steps`` target tokens after them)."""
+        lengths = src_mask.sum(1)
+        longest = int(lengths.max())
+        real = src_mask[:, :longest].to(torch.bool)
+        packed = memory[:, :longest].masked_fill(~real, self.pad_id)
+        cache = self.lm.new_cache(memory.shape[0], longest + max_steps)
+        positions = torch.arange(longest, device=memory.device).expand(memory.shape[0], -1)
+        self.lm.forward_rows(packed, cache, positions, real, logits=False)
+        return PrefixState(cache, real, lengths, 0)
+
+    def decode_step(self, memory, src_mask, state: "PrefixState", tokens: torch.Tensor):
+        """(next-token logits (B, V) after ``tokens`` (B, 1), the state with them appended)."""
+        key_mask = torch.cat([state.key_mask, state.key_mask.new_ones(tokens.shape[0], 1)], 1)
+        positions = (state.lengths + state.step)[:, None]
+        logits = self.lm.forward_rows(tokens, state.cache, positions, key_mask)[:, -1]
+        return logits, PrefixState(state.cache, key_mask, state.lengths, state.step + 1)
+
     def flops_per_token(self, seq_len: int) -> int | None:
         return self.lm.flops_per_token(seq_len)
+
+
+class PrefixState:
+    """Incremental decoding state of the prefix LM: the KV cache, which slots are real, the source
+    lengths, and how many target tokens were fed."""
+
+    def __init__(self, cache, key_mask: torch.Tensor, lengths: torch.Tensor, step: int):
+        self.cache, self.key_mask, self.lengths, self.step = cache, key_mask, lengths, step
+
+    def select(self, index: torch.Tensor) -> "PrefixState":
+        i = index.to(self.key_mask.device)
+        return PrefixState(self.cache.select(i), self.key_mask[i], self.lengths[i], self.step)
 
 
 class PrefixLMClassifier(NeuralModel):

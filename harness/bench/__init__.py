@@ -1,15 +1,19 @@
 """Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load).
 
   attention.py  forward + backward time and peak memory of each attention backend (math and sdpa on a
-                CPU; xformers too on CUDA) for causal self-attention at B=1, H=8, D=64 and
-                T = 128 .. 4096, with the exponent of peak memory ~ T^k fitted per backend (least
-                squares on log-log over T >= 512, where fixed overheads no longer dominate).
-  gpt_step.py   one training step of the harness (forward, cross-entropy, backward, gradient clipping,
-                the engine's AdamW) of a 4-layer d256 4-head GPT at T=256, batch 8, vocab 50304, in
-                fp32 on a CPU (bf16 autocast on CUDA): tokens/s and MFU against the measured matmul
-                peak, with the time per phase so the limit is visible.
-  memory.py     the peak memory of both, in a fresh process, after all timings.
-  baselines.py  n-gram estimation and HMM forward-backward (``python -m harness.bench.baselines``).
+                CPU) for causal self-attention at B=1, H=8, D=64 and T = 128 .. 4096, with the
+                exponent of peak memory ~ T^k fitted per backend (least squares on log-log over
+                T >= 512, where fixed overheads no longer dominate).
+  attention_gpu.py  the same on CUDA the way the FlashAttention papers report it: TFLOP/s and peak
+                memory per backend at GPU-sized shapes (B*H >= 128, D 64 and 128, T 512 .. 16384).
+  gpt_step.py   one training step of the harness (forward, the LM task's fused loss, backward,
+                gradient clipping, the engine's AdamW) of a 4-layer d256 4-head GPT at T=256, batch 8,
+                vocab 50304, fp32 on a CPU, beside nanoGPT's model.py (--nanogpt / $NANOGPT_DIR) in
+                interleaved rounds, at 1 and 2 threads: tokens/s, MFU, time per phase, the ratio.
+  decoding.py   the seq2seq cells of study=tasks decoded with and without incremental state.
+  memory.py     the peak memory of the CPU attention and GPT steps, in a fresh process, after all timings.
+  baselines.py  n-gram estimation and HMM forward-backward beside hmmlearn
+                (``python -m harness.bench.baselines``).
   measure.py    timing, the peak-memory probe (harness/hardware.py's, as the engine uses), exponents.
   cli.py        the entry point.
 

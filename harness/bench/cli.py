@@ -10,21 +10,34 @@ import torch
 from archbench.errors import ArgumentParser, UserError, check_output_file, user_errors_exit
 from archbench.files import write_atomic
 from harness import hardware
-from harness.bench import attention, baselines, gpt_step
+from harness.bench import attention, attention_gpu, baselines, decoding, gpt_step
 from harness.bench.memory import measure_memory
 
 DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
 
 
+def _thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of positive integers")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
-    ap.add_argument("--only", choices=("attention", "gpt", "baselines"),
+    ap.add_argument("--only", choices=("attention", "gpt", "decoding", "baselines"),
                     help="run one part (baselines: harness/bench/baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
-    ap.add_argument("--max-len", type=int, default=attention.LENGTHS[-1],
-                    help="longest attention sequence (default 4096)")
+    ap.add_argument("--max-len", type=int, help="longest attention sequence (default 4096 on a CPU, 16384 on CUDA)")
     ap.add_argument("--steps", type=int, default=5, help="timed GPT steps (default 5)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--gpt-threads", default=[1, 2], type=_thread_counts,
+                    help="CPU thread counts the GPT step runs at, comma-separated (default 1,2)")
+    ap.add_argument("--nanogpt", help=f"nanoGPT checkout (or its model.py) to run beside the GPT step "
+                                      f"(default ${gpt_step.NANOGPT_ENV}; skipped with the reason when unset)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     with user_errors_exit():
@@ -52,13 +65,19 @@ def _attention(device: torch.device, max_len: int) -> dict[str, Any]:
     return attention.attention_bench(device, [t for t in attention.LENGTHS if t <= max_len])
 
 
-def _gpt(device: torch.device, steps: int) -> dict[str, Any]:
+def _gpt(device: torch.device, steps: int, nanogpt: str | None, threads: list[int]) -> dict[str, Any]:
     s = gpt_step.GPT_SHAPE
     print(f"gpt training step: {s['n_layer']} layers, d {s['d_model']}, {s['n_head']} heads, T {s['seq_len']}, "
-          f"batch {s['batch']}, vocab {s['vocab']}, {gpt_step.GPT_DTYPE_NOTE}")
-    res = gpt_step.gpt_step_bench(device, steps=steps)
-    gpt_step.print_bench(res)
-    return res
+          f"batch {s['batch']}, vocab {s['vocab']}, {gpt_step.GPT_DTYPE_NOTE}; harness beside nanoGPT, "
+          "interleaved rounds in this process")
+    counts = threads if device.type == "cpu" else [torch.get_num_threads()]
+    before = torch.get_num_threads()
+    runs = []
+    for n in counts:
+        runs.append(gpt_step.gpt_step_bench(device, steps=steps, nanogpt=nanogpt, threads=n))
+        gpt_step.print_bench(runs[-1])
+    torch.set_num_threads(before)
+    return runs[-1] | {"by_threads": runs}
 
 
 def _memory(results: dict[str, Any], device: torch.device) -> None:
@@ -80,12 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {env['device_name']} ({device.type}), {env['threads']} threads, torch {env['torch']}; "
           "timings on a shared machine vary with its load")
     results: dict[str, Any] = {"env": env}
-    if args.only in (None, "attention"):
-        results["attention"] = _attention(device, args.max_len)
+    if args.only in (None, "attention") and device.type == "cuda":
+        print("attention on the GPU: causal self-attention forward + backward, bf16, FlashAttention-2's "
+              "shapes and FLOP count (harness/bench/attention_gpu.py)")
+        results["attention_gpu"] = attention_gpu.attention_gpu_bench(device, max_len=args.max_len or 16384)
+    elif args.only in (None, "attention"):
+        results["attention"] = _attention(device, args.max_len or attention.LENGTHS[-1])
     if args.only in (None, "gpt"):
-        results["gpt"] = _gpt(device, args.steps)
+        results["gpt"] = _gpt(device, args.steps, args.nanogpt, args.gpt_threads)
     if "attention" in results or "gpt" in results:
         _memory(results, device)
+    if args.only in (None, "decoding"):
+        print("decoding: the seq2seq cells of study=tasks after their training, test split, task's search, "
+              "incremental vs prefix reread, interleaved rounds in this process")
+        results["decoding"] = decoding.decoding_bench(threads=torch.get_num_threads())
     if args.only in (None, "baselines"):
         print("baselines (python -m harness.bench.baselines for its options):")
         baselines.main([])

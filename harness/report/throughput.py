@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.report.environment import probe_spread
 from harness.report.figures import image_links, pyplot, save
 from harness.report.frame import (ARCH, ATTENTION_BACKEND, CONFIG_TRAIN, INFERENCE_TOKENS_PER_S, MFU,
                                   PEAK_MEM_BYTES, PLAN_MEMORY, SIZE, STATUS, TASK, TOKENS_PER_S, col)
@@ -50,6 +51,7 @@ def throughput_frame(df: pd.DataFrame) -> pd.DataFrame:
         "train tokens/s": col(ok, TOKENS_PER_S).astype(float),
         "inference tokens/s": col(ok, INFERENCE_TOKENS_PER_S).astype(float),
         "MFU %": 100 * col(ok, MFU).astype(float),
+        "peak probe spread %": 100 * probe_spread(ok),  # > 20: measured under load (environment stamp)
         MEASURED: col(ok, PEAK_MEM_BYTES).astype(float) / 2**20,
         PLANNED: plan_mem.astype(float) / 2**20,
         "planned activations MiB": plan_act.astype(float) / 2**20,
@@ -92,7 +94,7 @@ def relative_section(tp: pd.DataFrame) -> list[str]:
     rel["steps/s x baseline"] = rel["steps/s"] / rel["steps/s base"]
     rel["planned memory x baseline"] = rel[PLANNED] / rel[f"{PLANNED} base"]
     cols = ["config", "batch", "seq_len", "steps/s", "steps/s x baseline", "train tokens/s", "inference tokens/s",
-            "MFU %", MEASURED, PLANNED, "planned memory x baseline"]
+            "MFU %", "peak probe spread %", MEASURED, PLANNED, "planned memory x baseline"]
     with_backend = f" with {base_backend}" if base_backend else ""
     return [f"### Speed and memory at each length (relative to {base_arch}{with_backend} "
             "attention at the same batch and length)", "",
