@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     """Values argparse's types let through but the benchmarks cannot use: one line, before any work."""
     shortest = attention.LENGTHS[0]
-    if args.max_len < shortest:
+    if args.max_len is not None and args.max_len < shortest:
         raise UserError(f"--max-len must be at least {shortest} (the shortest benchmarked length; lengths: "
                         f"{', '.join(map(str, attention.LENGTHS))}), got {args.max_len}")
     if args.steps < 1:
