@@ -26,7 +26,8 @@ from typing import Any, Iterator
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged", "skipped", "planned")
 # Config keys that say where or how loudly to run, not what to run: not part of the run key.
-KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress", "task.cache_dir")
+KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress", "task.cache_dir",
+                "recipe_source")
 
 
 def _from_dict(cls, d: dict[str, Any] | None):
@@ -139,6 +140,8 @@ class RunRecord:
     precision: str | None = None
     attention_backend: str | None = None
     hparams: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None  # the size preset's training recipe and its provenance (archbench/recipe.py)
+    recipe_source: dict[str, str] | None = None  # train.* key -> user | study | recipe | default
     plan: dict[str, Any] | None = None  # the memory plan (harness/planner.py), estimates flagged there
     fit: dict[str, Any] | None = None  # what a fitted model reported
     init_from: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from archbench import TaskSpec, register_arch
+from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralModel, PlanningBlock, matmul_params
 from archs.layers.blocks import TransformerLayer, attention_flops_per_token
@@ -48,6 +48,18 @@ SIZES = {
     "tiny": BertConfig(n_layer=2, n_head=2, d_model=128),                     # BERT-Tiny (Turc et al. 2019)
     "base": BertConfig(n_layer=12, n_head=12, d_model=768, **_PUBLISHED),     # 109,482,240 (no MLM head)
     "large": BertConfig(n_layer=24, n_head=16, d_model=1024, **_PUBLISHED),   # 335,141,888 (no MLM head)
+}
+
+# Training recipes. BERT (Devlin et al. 2019, appendix A.2): Adam lr 1e-4, betas (0.9, 0.999), weight
+# decay 0.01, 10,000 warmup steps then linear decay (cosine here, to 0), 256 sequences of 512 tokens
+# (128 for 90% of the steps); clip 1.0 as in the released code. tiny: CPU scale, not tuned.
+_BERT = dict(lr=1e-4, schedule="cosine", min_lr_ratio=0.0, warmup_steps=10_000, weight_decay=0.01,
+             betas=(0.9, 0.999), grad_clip=1.0, published_batch_tokens=131_072)
+RECIPES = {
+    "tiny": Recipe(source="BERT's optimizer at CPU scale (lr 1e-3, warmup 100; untuned)", lr=1e-3,
+                   schedule="cosine", warmup_steps=100, weight_decay=0.01, betas=(0.9, 0.999), grad_clip=1.0),
+    "base": Recipe(source="BERT-base (Devlin et al. 2019, appendix A.2)", **_BERT),
+    "large": Recipe(source="BERT-large (Devlin et al. 2019, appendix A.2)", **_BERT),
 }
 
 
@@ -152,7 +164,7 @@ class BertClassifier(_Bert):
         return self.classifier(self.drop(pooled))
 
 
-@register_arch("bert", kinds=("mlm", "classify"), sizes=SIZES,
+@register_arch("bert", kinds=("mlm", "classify"), sizes=SIZES, recipes=RECIPES,
                unsupported={"lm": "bidirectional: it would see the next token; use arch=gpt",
                             "seq2seq": "encoder-only; use arch=transformer"})
 def build(kind: str, hp: BertConfig, task: TaskSpec) -> _Bert:

@@ -21,7 +21,7 @@ from archbench.budget import consumed
 from archbench.errors import UserError
 from archbench.record import DataInfo, Env, RunRecord, Throughput, read_record, record_path, run_key, write_record
 from archs.layers.attention import resolve_backend
-from harness import checkpoints, hardware, planner as planning, plugins
+from harness import checkpoints, hardware, planner as planning, plugins, recipes
 from harness.config import validate
 from harness.evaluate import evaluate
 from harness.train import TrainOutcome, train
@@ -77,6 +77,7 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
     plugins.load(conf.get("plugins"))
     arch = get_arch(conf["arch"]["name"])
     kind = task_kind(conf["task"]["name"])
+    sources = recipes.resolve(conf, overrides)  # before validate: it knows which keys the user set
     budget = validate(conf, check_kind=single)
     key = run_key(dict(conf))
     results_dir = conf["results_dir"]
@@ -89,7 +90,8 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
         return old
 
     rec = RunRecord(run_key=key, arch=arch.name, size=conf["size"], task=conf["task"]["name"], kind=kind,
-                    seed=conf["seed"], budget=budget.record(), overrides=list(overrides or []), config=dict(conf))
+                    seed=conf["seed"], budget=budget.record(), overrides=list(overrides or []), config=dict(conf),
+                    recipe=recipes.recipe_record(conf), recipe_source=dict(sources))
     if kind not in arch.kinds:  # in a multirun an unsupported pair is recorded, not fatal
         rec.status = "skipped"
         rec.error = f"arch '{arch.name}' does not support task kind '{kind}': " + \

@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.report.figures import image_links, pyplot, save
 from harness.report.frame import (ARCH, LOWER_IS_BETTER, MFU, PARAMS, PRIMARY_METRIC, REFERENCE_ROWS, SIZE,
-                                  STATUS, TASK, TOKENS_PER_S, TOKENS_SEEN, WALL_S, metric as metric_col, ok_runs,
+                                  STATUS, STOP_REASON, TASK, TOKENS_PER_S, TOKENS_SEEN, WALL_S, metric as metric_col, ok_runs,
                                   with_variants)
 from harness.report.tables import md_table
 
@@ -45,6 +45,7 @@ def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool]:
             metric: mean, "± 95% CI": ci,
             "params": int(g[PARAMS].iloc[0]),
             "tokens seen": int(g[TOKENS_SEEN].mean()),
+            "stopped by": ", ".join(sorted(g[STOP_REASON].dropna().astype(str).unique())) if STOP_REASON in g else "",
             "tokens/s": g[TOKENS_PER_S].mean(),
             "MFU %": 100 * g[MFU].astype(float).mean() if g[MFU].notna().any() else math.nan,
             "wall s": g[WALL_S].mean(),
