@@ -64,9 +64,11 @@ RECIPES = {
 
 
 class BertBackbone(nn.Module):
-    """Embeddings + post-norm encoder layers + pooler; exactly the parameters of the published counts."""
+    """Embeddings + post-norm encoder layers + pooler; exactly the parameters of the published counts.
+    ``pooler=False`` (MLM without next-sentence prediction) leaves out the pooler nothing would read,
+    so it is neither counted in params nor in FLOPs."""
 
-    def __init__(self, cfg: BertConfig):
+    def __init__(self, cfg: BertConfig, pooler: bool = True):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
@@ -79,11 +81,11 @@ class BertBackbone(nn.Module):
             TransformerLayer(d, cfg.n_head, cfg.d_ff or 4 * d, norm="layernorm", mlp="gelu", bias=True,
                              dropout=cfg.dropout, norm_eps=cfg.norm_eps, norm_first=False, backend=cfg.attention)
             for _ in range(cfg.n_layer))
-        self.pooler = nn.Linear(d, d)
+        self.pooler = nn.Linear(d, d) if pooler else None
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden states (B, T, d), pooled [CLS] vector (B, d))."""
+        """(hidden states (B, T, d), pooled [CLS] vector (B, d), or None without a pooler)."""
         t = ids.shape[1]
         if t > self.cfg.max_positions:
             raise ValueError(f"sequence of {t} tokens exceeds max_positions {self.cfg.max_positions}")
@@ -92,7 +94,7 @@ class BertBackbone(nn.Module):
         x = self.drop(self.emb_norm(x))
         for layer in self.layers:
             x = layer(x, key_padding_mask=mask)
-        return x, torch.tanh(self.pooler(x[:, 0]))
+        return x, (torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None)
 
 
 class _Bert(NeuralModel):
@@ -128,7 +130,7 @@ class BertForMaskedLM(_Bert):
     def __init__(self, cfg: BertConfig, next_sentence: bool = False):
         super().__init__()
         d = cfg.d_model
-        self.bert = BertBackbone(cfg)
+        self.bert = BertBackbone(cfg, pooler=next_sentence)
         self.mlm_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=cfg.norm_eps))
         self.mlm_decoder = nn.Linear(d, cfg.vocab_size)
         self.nsp_head = nn.Linear(d, 2) if next_sentence else None
@@ -136,7 +138,7 @@ class BertForMaskedLM(_Bert):
         self.mlm_decoder.weight = self.bert.word_emb.weight
 
     def _per_sequence_modules(self):
-        return [self.bert.pooler] + ([self.nsp_head] if self.nsp_head is not None else [])
+        return [self.bert.pooler, self.nsp_head] if self.nsp_head is not None else []
 
     def forward(self, ids, mask=None, token_type_ids=None, next_sentence: bool = False):
         hidden, pooled = self.bert(ids, mask, token_type_ids)

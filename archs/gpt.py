@@ -36,7 +36,7 @@ class GPTConfig:
     bias: bool = True
     norm: str = "layernorm"  # layernorm | rmsnorm
     norm_eps: float = 1e-5
-    mlp: str = "gelu"  # gelu | swiglu
+    mlp: str = "gelu"  # gelu | gelu_tanh | swiglu
     positions: str = "learned"  # learned | rope
     rope_base: float = 10000.0
     tie_embeddings: bool = True
@@ -56,7 +56,9 @@ class GPTConfig:
                             f"{self.d_model // self.n_head}")
 
 
-_GPT2 = dict(vocab_size=50257, block_size=1024)  # GPT-2 (Radford et al. 2019): LayerNorm, GELU, learned, tied
+# GPT-2 (Radford et al. 2019): LayerNorm, GELU in its tanh approximation (as GPT-2's code), learned
+# positions, tied embeddings; GPT-3 uses the same block
+_GPT2 = dict(vocab_size=50257, block_size=1024, mlp="gelu_tanh")
 _LLAMA = dict(norm="rmsnorm", mlp="swiglu", positions="rope", bias=False, tie_embeddings=False)
 
 # The CPU ladder (tiny, s1..s5) uses rotary positions: with learned absolute positions every position
@@ -79,7 +81,7 @@ SIZES = {
     "medium": GPTConfig(n_layer=24, n_head=16, d_model=1024, **_GPT2),  # GPT-2 350M
     "large": GPTConfig(n_layer=36, n_head=20, d_model=1280, **_GPT2),   # GPT-2 774M
     "xl": GPTConfig(n_layer=48, n_head=25, d_model=1600, **_GPT2),      # GPT-2 1.5B
-    "1b": GPTConfig(n_layer=24, n_head=16, d_model=2048, vocab_size=50257, block_size=2048),  # GPT-3 XL 1.3B
+    "1b": GPTConfig(n_layer=24, n_head=16, d_model=2048, vocab_size=50257, block_size=2048, mlp="gelu_tanh"),  # GPT-3 XL 1.3B
     "7b": GPTConfig(n_layer=32, n_head=32, d_model=4096, d_ff=11008, vocab_size=32000, block_size=4096,
                     **_LLAMA),                                           # Llama-2-7B: 6,738,415,616 params
 }
