@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -131,11 +132,29 @@ class LanguageModeling(Task):
             # mean nats of the test targets at each position j of the scoring window (j + 1 tokens of input)
             "loss_by_position": scores.mean_by_position(),
         }
+        # per test document: summed nats and UTF-8 bytes (paired significance tests, harness/report)
+        metrics["doc_nll_nats"], metrics["doc_bytes"] = self.per_document(ids[n_context:], scores.per_token())
         if self.oracle is not None:  # the true process scored on the very same windows
             bayes_nll, _ = self._nll(self.oracle, "test", device, seq_len, max_windows=None)
             metrics["bayes_bits_per_byte"] = bayes_nll / math.log(2) / n_bytes
             metrics["excess_bits_per_byte"] = metrics["bits_per_byte"] - metrics["bayes_bits_per_byte"]
         return metrics
+
+    def per_document(self, targets, token_nll) -> tuple[list[float], list[int]]:
+        """Each test document's summed NLL (nats) and its bytes. A token belongs to the document its
+        first byte falls in (by the tokens' byte lengths, exact for every tokenizer here); a separator's
+        tokens and bytes count toward the document they follow."""
+        docs = self.splits["test"]
+        lengths = np.array([len(d.encode("utf-8")) for d in docs], dtype=np.int64)
+        sep = len(DOC_SEPARATOR.encode("utf-8"))
+        starts = np.concatenate([[0], np.cumsum(lengths + sep)[:-1]])
+        tok_bytes = np.array([len(self.tokenizer.token_bytes(t)) for t in np.asarray(targets)], dtype=np.int64)
+        offset = np.concatenate([[0], np.cumsum(tok_bytes)[:-1]])
+        doc_of = np.searchsorted(starts, offset, side="right") - 1
+        nll = np.bincount(doc_of, weights=np.asarray(token_nll, dtype=np.float64), minlength=len(docs))
+        owned = lengths + sep
+        owned[-1] -= sep  # bytes a document owns, its following separator included: they sum to test_bytes
+        return [float(x) for x in nll], [int(b) for b in owned]
 
     def data_info(self) -> dict[str, Any]:
         return {

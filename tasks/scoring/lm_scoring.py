@@ -55,6 +55,11 @@ class RollingScores:
     count: int
     by_position_nll: np.ndarray  # (seq_len,) summed nats, float64
     by_position_count: np.ndarray  # (seq_len,) targets at each position
+    token_nll: list = None  # per-target nats in stream order (ids[n_context:]), float64 chunks
+
+    def per_token(self) -> np.ndarray:
+        """The NLL (nats) of every target, in the order of ids[n_context:]."""
+        return np.concatenate(self.token_nll) if self.token_nll else np.zeros(0)
 
     def mean_by_position(self) -> list[float]:
         """Mean nats per token at each window position that scored at least one target."""
@@ -74,7 +79,7 @@ def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, devic
     starts = range(n_context, n, seq_len)
     full = [s for s in starts if s + seq_len <= n]
     short = [s for s in starts if s + seq_len > n]  # at most one: the tail
-    out = RollingScores(0.0, 0, np.zeros(seq_len, dtype=np.float64), np.zeros(seq_len, dtype=np.int64))
+    out = RollingScores(0.0, 0, np.zeros(seq_len, dtype=np.float64), np.zeros(seq_len, dtype=np.int64), [])
 
     def add(lp: torch.Tensor) -> None:
         nll = -lp.double()
@@ -83,6 +88,7 @@ def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, devic
         width = nll.shape[1]
         out.by_position_nll[:width] += nll.sum(0).cpu().numpy()
         out.by_position_count[:width] += nll.shape[0]
+        out.token_nll.append(nll.reshape(-1).cpu().numpy())  # windows come in stream order
 
     offsets = torch.arange(seq_len + 1)
     for i in range(0, len(full), batch_size):
