@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import significance
+from harness.report.significance import mark_board, pairwise, significance_lines
 from harness.report.figures import image_links, pyplot, save
 from harness.report.frame import (ARCH, LOWER_IS_BETTER, MFU, PARAMS, PRIMARY_METRIC, REFERENCE_ROWS, SIZE,
                                   STATUS, STOP_REASON, TASK, TOKENS_PER_S, TOKENS_SEEN, WALL_S, metric as metric_col, ok_runs,
@@ -107,10 +107,10 @@ def metric_vs_params_plot(df: pd.DataFrame, out: Path, task: str, metric: str) -
 def leaderboard_section(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str) -> tuple[list[str], str, bool]:
     """The board, its reference rows and plots, as markdown lines; with the metric and its direction."""
     board, metric, lower = leaderboard(df, task)
-    pairs = significance.pairwise(df, task)  # LM tasks: per-document paired bootstrap (empty elsewhere)
-    board = significance.mark_board(board, pairs)
+    pairs = pairwise(df, task)  # LM tasks: per-document paired bootstrap (empty elsewhere)
+    board = mark_board(board, pairs)
     md = [INTRO.format(metric=metric, better="lower" if lower else "higher"), "", md_table(board), ""]
-    md += significance.significance_lines(df, task, pairs)
+    md += significance_lines(df, task, pairs)
     refs = reference_rows(df, task, metric)
     if not refs.empty:
         md += ["Reference rows (no training; computed by the task on the same test split, from the records' "
