@@ -79,6 +79,7 @@ PEAK_FLOPS, PEAK_FLOPS_SOURCE = column("throughput.peak_flops"), column("through
 PEAK_MEM_BYTES, PEAK_MEM_KIND = column("throughput.peak_mem_bytes"), column("throughput.peak_mem_kind")
 ENV_GIT, ENV_TORCH, ENV_PYTHON = column("env.git"), column("env.torch"), column("env.python")
 ENV_DEVICE_NAME, ENV_THREADS = column("env.device_name"), column("env.threads")
+DATA_SOURCE = column("data.source")
 REFERENCE_ROWS = column("data.reference_rows")  # a task's own key: {name: {metrics, about}}
 CONFIG_TRAIN = column("config.train")  # dict: the resolved train config
 PLAN_MEMORY = column("plan.memory")  # dict: the planner's byte counts

@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.report.significance import mark_board, pairwise, significance_lines
 from harness.report.figures import image_links, pyplot, save
-from harness.report.frame import (ARCH, LOWER_IS_BETTER, MFU, PARAMS, PRIMARY_METRIC, REFERENCE_ROWS, SIZE,
+from harness.report.frame import (ARCH, DATA_SOURCE, LOWER_IS_BETTER, MFU, PARAMS, PRIMARY_METRIC, REFERENCE_ROWS, SIZE,
                                   STATUS, STOP_REASON, TASK, TOKENS_PER_S, TOKENS_SEEN, WALL_S, metric as metric_col, ok_runs,
                                   with_variants)
 from harness.report.tables import md_table
@@ -63,13 +63,15 @@ def reference_rows(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     if REFERENCE_ROWS not in df:
         return pd.DataFrame()
     rows, seen = [], set()
-    for refs in df.loc[(df[TASK] == task) & (df[STATUS] == "ok"), REFERENCE_ROWS].dropna():
-        for name, ref in (refs or {}).items():
+    ok = df.loc[(df[TASK] == task) & (df[STATUS] == "ok")]
+    sources = ok[DATA_SOURCE] if DATA_SOURCE in ok else pd.Series([None] * len(ok), index=ok.index)
+    for refs, source in zip(ok[REFERENCE_ROWS], sources):  # labelled by the data set they were computed on
+        for name, ref in (refs if isinstance(refs, dict) else {}).items():
             value = (ref.get("metrics") or {}).get(metric)
-            if value is None or (name, value) in seen:
+            if value is None or (name, value, source) in seen:
                 continue
-            seen.add((name, value))
-            rows.append({"reference": name, metric: value, "what it is": ref.get("about", "")})
+            seen.add((name, value, source))
+            rows.append({"reference": name, "data set": source, metric: value, "what it is": ref.get("about", "")})
     return pd.DataFrame(rows)
 
 

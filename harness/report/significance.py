@@ -52,8 +52,10 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, doc_bytes: np.ndarray, n_boot
 
 def _comparable_groups(ok: pd.DataFrame):
     """Runs that share the scored documents and the budget: (fingerprint, budget) -> runs."""
+    if DOC_NLL not in ok or FINGERPRINT not in ok or BUDGET_GIVEN not in ok:
+        return
     ok = ok.dropna(subset=[DOC_NLL])
-    if ok.empty or FINGERPRINT not in ok:
+    if ok.empty:
         return
     budget = ok[BUDGET_GIVEN].map(lambda g: json.dumps(g, sort_keys=True, default=str))
     for _, g in ok.groupby([ok[FINGERPRINT], budget], sort=False):
