@@ -145,7 +145,7 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
     dtype = hardware.compute_dtype(device)
     rec.env = Env(**hardware.environment(device))
     rec.precision = str(dtype).replace("torch.", "")
-    task = build_task(conf["task"])
+    task = build_task({**conf["task"], "eval_stride": (conf.get("eval") or {}).get("stride")})
     rec.data = DataInfo.from_dict(task.data_info())
     rec.primary_metric, rec.lower_is_better = task.primary_metric, task.lower_is_better
     hp = arch.hparams(conf["size"], conf["arch"])

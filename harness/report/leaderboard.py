@@ -112,6 +112,9 @@ def leaderboard_section(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, tas
     pairs = pairwise(df, task)  # LM tasks: per-document paired bootstrap (empty elsewhere)
     board = mark_board(board, pairs)
     md = [INTRO.format(metric=metric, better="lower" if lower else "higher"), "", md_table(board), ""]
+    protocols = ok_runs(df, task).get(metric_col("eval_protocol"), pd.Series(dtype=object)).dropna().unique()
+    if len(protocols):
+        md += [f"Test scoring protocol (`eval.stride`): {'; '.join(sorted(map(str, protocols)))}.", ""]
     md += significance_lines(df, task, pairs)
     refs = reference_rows(df, task, metric)
     if not refs.empty:
