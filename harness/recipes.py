@@ -1,9 +1,10 @@
-"""Where each training setting of a run comes from: user > study > the size preset's recipe > default.
+"""Where each training setting of a run comes from: user > study > tuned > the preset's recipe > default.
 
 sweeps/config.yaml declares the recipe keys of ``train.*`` as null ("from the recipe"). A value
 given on the command line is the user's; a non-null value in the composed config that the command
-line did not set came from a study (or model) file; every key still null is filled from the arch's
-recipe for this size (archs/<arch>.py, archbench/recipe.py), and what the recipe does not state
+line did not set came from a study (or model) file; the lr a ``study=tune`` chose for this (arch,
+size, task) in the same results folder comes next (harness/tune.py); every key still null is filled
+from the arch's recipe for this size (archs/<arch>.py, archbench/recipe.py), and what the recipe does not state
 from ``DEFAULTS``. ``train.max_steps`` left null caps a run at ``DEFAULT_MAX_STEPS`` only when no
 ``budget.*`` limit is set, so a budget is never stopped early by a limit nobody asked for.
 """
@@ -13,6 +14,7 @@ from typing import Any, Mapping
 
 from archbench import get_arch
 from archbench.recipe import RECIPE_KEYS
+from harness.tune import read_tuned
 
 # the engine's values for what neither the user, the study nor the recipe sets
 DEFAULTS: dict[str, Any] = {"lr": 3.0e-3, "schedule": "cosine", "warmup_steps": 30, "min_lr_ratio": 0.1,
@@ -42,11 +44,14 @@ def resolve(conf: dict[str, Any], overrides=None) -> dict[str, str]:
     train = conf["train"]
     recipe = get_arch(conf["arch"]["name"]).recipe(conf["size"])
     from_recipe = recipe.values() if recipe is not None else {}
+    tuned = read_tuned(conf.get("results_dir", "results"), conf["arch"]["name"], conf["size"], conf["task"]["name"])
     given = user_keys(overrides)
     sources = {}
     for key in RECIPE_KEYS:
         if train.get(key) is not None:
             sources[key] = "user" if key in given else "study"
+        elif tuned and key == "lr":  # study=tune chose it on this results folder (harness/tune.py)
+            train[key], sources[key] = float(tuned["lr"]), "tuned"
         elif key in from_recipe:
             train[key], sources[key] = from_recipe[key], "recipe"
         else:

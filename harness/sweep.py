@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from archbench.errors import UserError, fail
 from archbench.record import read_record, record_path, run_key
-from harness import plugins
+from harness import plugins, tune
 from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
 
 # Hydra's own flags: with these the user asks Hydra about the config, no job runs.
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         fail(str(e))
     dirs = _state["results_dirs"] or {confs[0]["results_dir"]}
+    if tune.MARK in overrides:  # the tuning protocol: pick each arch's lr for the next studies
+        for d in sorted(dirs):
+            tune.write_tuned(d)
     if confs[0]["report"]:
         from harness.report import build_report
 

@@ -19,6 +19,7 @@ from harness.report.planned import planned_section
 from harness.report.scaling import scaling_section
 from harness.report.tables import md_table, save_table
 from harness.report.throughput import throughput_section
+from harness.report.tuning import tuning_section
 
 
 def lmeval_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -75,6 +76,7 @@ def build_report(results_dir) -> Path:
         md += ["Counts by status: " + ", ".join(f"{k} {v}" for k, v in df[STATUS].value_counts().items()), ""]
         md += environment_section(df)
         md += capability_section()
+        md += tuning_section(df, out)
         md += task_sections(df, curves(records), out)
         md += throughput_section(df, out)
         md += planned_section(records)
