@@ -58,19 +58,21 @@ def position_plot(long: pd.DataFrame, path: Path, task: str) -> str:
     return save(fig, path, ax=ax)
 
 
-def position_summary(long: pd.DataFrame) -> pd.DataFrame:
-    summary = []
-    for model, g in long.groupby("model"):
-        m = g.groupby("position")["loss"].mean()
-        pick = {p: m.get(p) for p in (1, 10, 100, int(m.index.max()))}
-        summary.append({"model": model, "seeds": g["seed"].nunique(),
-                        **{f"loss @ {p}": v for p, v in pick.items()}})
-    return pd.DataFrame(summary)
-
-
 def _loss_near(m: pd.Series, p: int) -> float:
     lo, hi = max(1, int(p * (1 - NEAR))), max(p, int(p * (1 + NEAR)))
     return float(m[(m.index >= lo) & (m.index <= hi)].mean())
+
+
+def position_summary(long: pd.DataFrame) -> pd.DataFrame:
+    """Loss at position 1, and near 10, 100 and the window's end, averaged as the sentences average."""
+    summary = []
+    for model, g in long.groupby("model"):
+        m = g.groupby("position")["loss"].mean()
+        last = int(m.index.max())
+        pick = {"1": m.get(1), "~10": _loss_near(m, 10),
+                "~100": _loss_near(m, 100) if last >= 100 else None, f"~{last} (end)": _loss_near(m, last)}
+        summary.append({"model": model, "seeds": g["seed"].nunique(), **{f"loss @ {p}": v for p, v in pick.items()}})
+    return pd.DataFrame(summary)
 
 
 def trend_sentences(long: pd.DataFrame, early: int = 10, late: int = 100) -> list[str]:
