@@ -140,12 +140,14 @@ class EncoderDecoderTransformer(NeuralModel):
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Per target token, with source and target both ``seq_len`` long (one source token per
-        target token): 6 * N_matmul + 12 * d * T * (L_enc + 2 L_dec): encoder self-attention,
-        decoder self-attention and cross-attention score/value products."""
+        """Per token read, source and target alike (the unit the seq2seq tasks count and budgets
+        spend), with both ``seq_len`` long: one source plus one target token cost 6 * N_matmul +
+        12 * d * T * (L_enc + 2 L_dec) (encoder self-attention, decoder self- and cross-attention
+        score/value products), so each token read costs half of that. Equal to
+        torch.utils.flop_counter.FlopCounterMode's count (tests/test_flop_counter.py)."""
         c = self.cfg
-        return 6 * matmul_params(self) + attention_flops_per_token(
-            c.n_encoder_layer + 2 * c.n_decoder_layer, c.d_model, seq_len)
+        return (6 * matmul_params(self) + attention_flops_per_token(
+            c.n_encoder_layer + 2 * c.n_decoder_layer, c.d_model, seq_len)) // 2
 
     def planning_block(self) -> PlanningBlock:
         c, layer = self.cfg, self.decoder_layers[0]
