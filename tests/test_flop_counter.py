@@ -37,3 +37,11 @@ def test_encoder_decoder_formula_is_per_token_read(b, t):
                               TaskSpec(kind="seq2seq", vocab_size=V, max_seq_len=t))
     x, mask = torch.randint(0, V, (b, t)), torch.ones(b, t, dtype=torch.bool)
     assert _counted(model, x, mask, x) / (2 * b * t) == pytest.approx(model.flops_per_token(t), rel=0.02)
+
+
+@pytest.mark.parametrize("b, t", SHAPES)
+def test_gpt_as_prefix_lm_is_per_token_read(b, t):
+    model = gpt.build("seq2seq", replace(gpt.SIZES["tiny"], attention="math"),
+                      TaskSpec(kind="seq2seq", vocab_size=V, max_seq_len=2 * t, pad_id=0))
+    x, mask = torch.randint(1, V, (b, t)), torch.ones(b, t, dtype=torch.bool)
+    assert _counted(model, x, mask, x) / (2 * b * t) == pytest.approx(model.flops_per_token(t), rel=0.02)
