@@ -45,3 +45,18 @@ def test_gpt_as_prefix_lm_is_per_token_read(b, t):
                       TaskSpec(kind="seq2seq", vocab_size=V, max_seq_len=2 * t, pad_id=0))
     x, mask = torch.randint(1, V, (b, t)), torch.ones(b, t, dtype=torch.bool)
     assert _counted(model, x, mask, x) / (2 * b * t) == pytest.approx(model.flops_per_token(t), rel=0.02)
+
+
+@pytest.mark.parametrize("b, t", SHAPES)
+@pytest.mark.parametrize("kind", ["lm", "seq2seq"])
+def test_lstm_formulas_match_the_counter(kind, b, t):
+    """oneDNN's fused LSTM kernel is invisible to the counter: with it off, nn.LSTM runs as the
+    matmuls the formula counts. seq2seq: per token read, source and target of t tokens each."""
+    from archs import lstm
+
+    model = lstm.build(kind, lstm.SIZES["tiny"], TaskSpec(kind=kind, vocab_size=V, max_seq_len=t, pad_id=0))
+    x, mask = torch.randint(1, V, (b, t)), torch.ones(b, t, dtype=torch.bool)
+    with torch.backends.mkldnn.flags(enabled=False):
+        counted = _counted(model, x) if kind == "lm" else _counted(model, x, mask, x)
+    read = b * t if kind == "lm" else 2 * b * t
+    assert counted / read == pytest.approx(model.flops_per_token(t), rel=0.02)
