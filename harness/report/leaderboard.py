@@ -112,6 +112,10 @@ def leaderboard_section(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, tas
     pairs = pairwise(df, task)  # LM tasks: per-document paired bootstrap (empty elsewhere)
     board = mark_board(board, pairs)
     md = [INTRO.format(metric=metric, better="lower" if lower else "higher"), "", md_table(board), ""]
+    if "kind" in df and (ok_runs(df, task)["kind"] == "seq2seq").any():
+        md += ["FLOPs convention (seq2seq): FLOPs per token *read*, source and target tokens alike, with both "
+               "sides train.seq_len long in the formula (each arch's `flops_per_token`, checked against "
+               "torch's FlopCounterMode in tests/test_flop_counter.py).", ""]
     protocols = ok_runs(df, task).get(metric_col("eval_protocol"), pd.Series(dtype=object)).dropna().unique()
     if len(protocols):
         md += [f"Test scoring protocol (`eval.stride`): {'; '.join(sorted(map(str, protocols)))}.", ""]
