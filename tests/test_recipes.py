@@ -75,3 +75,9 @@ def test_a_loss_that_climbs_ends_the_run_as_diverged(tmp_path):
                                "train.warmup_steps=1", "train.diverge_factor=1.2", "train.diverge_patience=3"))
     assert rec.status == "diverged" and rec.stop_reason == "diverged"
     assert "consecutive" in rec.error or "nan" in rec.error.lower() or "inf" in rec.error.lower()
+
+
+def test_an_explicit_step_cap_below_the_budget_says_it_will_stop_the_run(tmp_path, capsys):
+    rec = run_one(compose_conf(f"results_dir={tmp_path}", *FAST, "budget.tokens=1000000"))
+    assert rec.stop_reason == "max_steps" and rec.tokens_seen < 1_000_000
+    assert "train.max_steps=12" in capsys.readouterr().out
