@@ -12,6 +12,7 @@ from archbench.errors import UserError, fail, user_errors_exit
 from archbench.model import (
     CONTRACTS, Classifier, FittedModel, LanguageModel, MaskedLM, NeuralLM, NeuralModel, PlanningBlock, Seq2SeqModel,
     check_model, matmul_params)
+from archbench.recipe import Recipe
 from archbench.record import SCHEMA_VERSION, RunRecord
 from archbench.registry import Registry
 from archbench.spec import KINDS, TaskSpec
@@ -22,6 +23,6 @@ __all__ = [
     "Budget", "UserError", "fail", "user_errors_exit",
     "CONTRACTS", "Classifier", "FittedModel", "LanguageModel", "MaskedLM", "NeuralLM", "NeuralModel",
     "PlanningBlock", "Seq2SeqModel", "check_model", "matmul_params",
-    "SCHEMA_VERSION", "RunRecord", "Registry", "KINDS", "TaskSpec",
+    "Recipe", "SCHEMA_VERSION", "RunRecord", "Registry", "KINDS", "TaskSpec",
     "EVAL_BATCH", "TASKS", "Task", "build_task", "register_task", "task_kind",
 ]

@@ -2,7 +2,8 @@
 
 An arch registers a ``build(kind, hparams, task_spec) -> model`` function with
 ``@register_arch(name, kinds=..., sizes=...)``. Its size ladder is a dict of preset name ->
-hyperparameter dataclass, readable top to bottom in the arch's own file. Asking for a kind an arch
+hyperparameter dataclass, readable top to bottom in the arch's own file; ``recipes=`` attaches each
+size's training recipe (archbench/recipe.py) beside it. Asking for a kind an arch
 cannot do is one clear error naming the arch, the kind and what it supports.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from archbench.errors import UserError
+from archbench.recipe import Recipe
 from archbench.registry import Registry
 from archbench.spec import KINDS, TaskSpec
 
@@ -26,6 +28,11 @@ class ArchSpec:
     build: Callable[[str, Any, TaskSpec], Any]
     fitted: bool = False  # fit by counting / EM (the engine calls model.fit) instead of gradient steps
     unsupported: Mapping[str, str] = field(default_factory=dict)  # kind -> why not
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)  # size -> its training recipe (archbench/recipe.py)
+
+    def recipe(self, size: str) -> Recipe | None:
+        """The training recipe attached to this size preset (None: fitted archs, or none given)."""
+        return self.recipes.get(size)
 
     def check_kind(self, kind: str) -> None:
         if kind not in self.kinds:
@@ -83,6 +90,9 @@ def _check_arch(name: str, obj: Any) -> None:
     sizes = list(obj.sizes.values())
     if not sizes or not all(dataclasses.is_dataclass(s) for s in sizes):
         raise TypeError(f"arch '{name}': sizes must be a non-empty dict of hyperparameter dataclass instances")
+    extra = sorted(set(obj.recipes) - set(obj.sizes))
+    if extra or not all(isinstance(r, Recipe) for r in obj.recipes.values()):
+        raise TypeError(f"arch '{name}': recipes must map its sizes to archbench.Recipe (unknown sizes: {extra})")
 
 
 ARCHS: Registry[ArchSpec] = Registry("arch", _check_arch)
@@ -95,12 +105,14 @@ def register_arch(
     sizes: Mapping[str, Any],
     fitted: bool = False,
     unsupported: Mapping[str, str] | None = None,
+    recipes: Mapping[str, Recipe] | None = None,
     replace: bool = False,
 ) -> Callable:
     """Decorator for an arch's ``build(kind, hparams, task_spec) -> model`` function."""
 
     def deco(build: Callable) -> Callable:
-        ARCHS.register(name, ArchSpec(name, tuple(kinds), dict(sizes), build, fitted, dict(unsupported or {})),
+        ARCHS.register(name, ArchSpec(name, tuple(kinds), dict(sizes), build, fitted, dict(unsupported or {}),
+                                          dict(recipes or {})),
                        replace=replace)
         return build
 

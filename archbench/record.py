@@ -31,7 +31,7 @@ SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "diverged", "skipped", "planned")
 # Config keys that say where or how loudly to run, not what to run: not part of the run key.
 KEY_EXCLUDED = ("results_dir", "force", "report", "checkpoint", "train.progress", "task.cache_dir",
-                "train.checkpoint_every", "train.resume_from")
+                "train.checkpoint_every", "train.resume_from", "recipe_source")
 
 
 def _from_dict(cls, d: dict[str, Any] | None):
@@ -148,6 +148,8 @@ class RunRecord:
     dist: dict[str, Any] | None = None  # how training was split: mode, world size, grad_accum, sharding
     resumed_from: dict[str, Any] | None = None  # the mid-run checkpoint a resumed run continued from
     hparams: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None  # the size preset's training recipe and its provenance (archbench/recipe.py)
+    recipe_source: dict[str, str] | None = None  # train.* key -> user | study | recipe | default
     plan: dict[str, Any] | None = None  # the memory plan (harness/planner.py), estimates flagged there
     fit: dict[str, Any] | None = None  # what a fitted model reported
     init_from: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from archbench import TaskSpec, register_arch
+from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralModel, PlanningBlock, matmul_params
 from archs.layers.blocks import TransformerLayer, attention_flops_per_token
@@ -51,11 +51,25 @@ SIZES = {
     "large": BertConfig(n_layer=24, n_head=16, d_model=1024, **_PUBLISHED),   # 335,141,888 (no MLM head)
 }
 
+# Training recipes. BERT (Devlin et al. 2019, appendix A.2): Adam lr 1e-4, betas (0.9, 0.999), weight
+# decay 0.01, 10,000 warmup steps then linear decay (cosine here, to 0), 256 sequences of 512 tokens
+# (128 for 90% of the steps); clip 1.0 as in the released code. tiny: CPU scale, not tuned.
+_BERT = dict(lr=1e-4, schedule="cosine", min_lr_ratio=0.0, warmup_steps=10_000, weight_decay=0.01,
+             betas=(0.9, 0.999), grad_clip=1.0, published_batch_tokens=131_072)
+RECIPES = {
+    "tiny": Recipe(source="BERT's optimizer at CPU scale (lr 1e-3, warmup 100; untuned)", lr=1e-3,
+                   schedule="cosine", warmup_steps=100, weight_decay=0.01, betas=(0.9, 0.999), grad_clip=1.0),
+    "base": Recipe(source="BERT-base (Devlin et al. 2019, appendix A.2)", **_BERT),
+    "large": Recipe(source="BERT-large (Devlin et al. 2019, appendix A.2)", **_BERT),
+}
+
 
 class BertBackbone(nn.Module):
-    """Embeddings + post-norm encoder layers + pooler; exactly the parameters of the published counts."""
+    """Embeddings + post-norm encoder layers + pooler; exactly the parameters of the published counts.
+    ``pooler=False`` (MLM without next-sentence prediction) leaves out the pooler nothing would read,
+    so it is neither counted in params nor in FLOPs."""
 
-    def __init__(self, cfg: BertConfig):
+    def __init__(self, cfg: BertConfig, pooler: bool = True):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
@@ -68,11 +82,11 @@ class BertBackbone(nn.Module):
             TransformerLayer(d, cfg.n_head, cfg.d_ff or 4 * d, norm="layernorm", mlp="gelu", bias=True,
                              dropout=cfg.dropout, norm_eps=cfg.norm_eps, norm_first=False, backend=cfg.attention)
             for _ in range(cfg.n_layer))
-        self.pooler = nn.Linear(d, d)
+        self.pooler = nn.Linear(d, d) if pooler else None
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden states (B, T, d), pooled [CLS] vector (B, d))."""
+        """(hidden states (B, T, d), pooled [CLS] vector (B, d), or None without a pooler)."""
         t = ids.shape[1]
         if t > self.cfg.max_positions:
             raise ValueError(f"sequence of {t} tokens exceeds max_positions {self.cfg.max_positions}")
@@ -81,7 +95,7 @@ class BertBackbone(nn.Module):
         x = self.drop(self.emb_norm(x))
         for layer in self.layers:
             x = layer(x, key_padding_mask=mask)
-        return x, torch.tanh(self.pooler(x[:, 0]))
+        return x, (torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None)
 
 
 class _Bert(NeuralModel):
@@ -117,7 +131,7 @@ class BertForMaskedLM(_Bert):
     def __init__(self, cfg: BertConfig, next_sentence: bool = False):
         super().__init__()
         d = cfg.d_model
-        self.bert = BertBackbone(cfg)
+        self.bert = BertBackbone(cfg, pooler=next_sentence)
         self.mlm_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=cfg.norm_eps))
         self.mlm_decoder = nn.Linear(d, cfg.vocab_size)
         self.nsp_head = nn.Linear(d, 2) if next_sentence else None
@@ -125,7 +139,7 @@ class BertForMaskedLM(_Bert):
         self.mlm_decoder.weight = self.bert.word_emb.weight
 
     def _per_sequence_modules(self):
-        return [self.bert.pooler] + ([self.nsp_head] if self.nsp_head is not None else [])
+        return [self.bert.pooler, self.nsp_head] if self.nsp_head is not None else []
 
     def forward(self, ids, mask=None, token_type_ids=None, next_sentence: bool = False):
         hidden, pooled = self.bert(ids, mask, token_type_ids)
@@ -153,7 +167,7 @@ class BertClassifier(_Bert):
         return self.classifier(self.drop(pooled))
 
 
-@register_arch("bert", kinds=("mlm", "classify"), sizes=SIZES,
+@register_arch("bert", kinds=("mlm", "classify"), sizes=SIZES, recipes=RECIPES,
                unsupported={"lm": "bidirectional: it would see the next token; use arch=gpt",
                             "seq2seq": "encoder-only; use arch=transformer"})
 def build(kind: str, hp: BertConfig, task: TaskSpec) -> _Bert:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
-from archbench import TaskSpec, register_arch
+from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralModel, PlanningBlock, matmul_params
 from archs.layers.attention import KVCache
@@ -53,6 +53,20 @@ SIZES = {
                               dropout=0.1),   # Vaswani base: 65M in the paper
     "big": TransformerConfig(n_encoder_layer=6, n_decoder_layer=6, n_head=16, d_model=1024, d_ff=4096,
                              dropout=0.3),    # Vaswani big: 213M in the paper
+}
+
+# Training recipes. Vaswani et al. (2017) section 5.3: Adam betas (0.9, 0.98), warmup 4,000 steps then
+# lr ~ step^-0.5 (inverse_sqrt), peak d_model^-0.5 x 4000^-0.5 (7.0e-4 base, 4.9e-4 big), no weight
+# decay, batches of ~25k source + ~25k target tokens (recorded, not run: no gradient accumulation
+# here); they state no gradient clipping (the engine's 1.0 applies). tiny: the same schedule at a
+# CPU scale (lr 3e-3, warmup 100), not tuned.
+_VASWANI = dict(schedule="inverse_sqrt", warmup_steps=4000, weight_decay=0.0, betas=(0.9, 0.98),
+                published_batch_tokens=50_000)
+RECIPES = {
+    "tiny": Recipe(source="Vaswani et al. 2017 schedule at CPU scale (lr 3e-3, warmup 100; untuned)", lr=3e-3,
+                   schedule="inverse_sqrt", warmup_steps=100, weight_decay=0.0, betas=(0.9, 0.98)),
+    "base": Recipe(source="Transformer base (Vaswani et al. 2017, section 5.3)", lr=7.0e-4, **_VASWANI),
+    "big": Recipe(source="Transformer big (Vaswani et al. 2017, section 5.3)", lr=4.9e-4, **_VASWANI),
 }
 
 
@@ -145,12 +159,14 @@ class EncoderDecoderTransformer(NeuralModel):
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Per target token, with source and target both ``seq_len`` long (one source token per
-        target token): 6 * N_matmul + 12 * d * T * (L_enc + 2 L_dec): encoder self-attention,
-        decoder self-attention and cross-attention score/value products."""
+        """Per token read, source and target alike (the unit the seq2seq tasks count and budgets
+        spend), with both ``seq_len`` long: one source plus one target token cost 6 * N_matmul +
+        12 * d * T * (L_enc + 2 L_dec) (encoder self-attention, decoder self- and cross-attention
+        score/value products), so each token read costs half of that. Equal to
+        torch.utils.flop_counter.FlopCounterMode's count (tests/test_flop_counter.py)."""
         c = self.cfg
-        return 6 * matmul_params(self) + attention_flops_per_token(
-            c.n_encoder_layer + 2 * c.n_decoder_layer, c.d_model, seq_len)
+        return (6 * matmul_params(self) + attention_flops_per_token(
+            c.n_encoder_layer + 2 * c.n_decoder_layer, c.d_model, seq_len)) // 2
 
     def planning_block(self) -> PlanningBlock:
         c, layer = self.cfg, self.decoder_layers[0]
@@ -197,7 +213,7 @@ class TransformerClassifier(NeuralModel):
                              lambda t: 6 * matmul_params(layer) + attention_flops_per_token(1, c.d_model, t))
 
 
-@register_arch("transformer", kinds=("seq2seq", "classify"), sizes=SIZES,
+@register_arch("transformer", kinds=("seq2seq", "classify"), sizes=SIZES, recipes=RECIPES,
                unsupported={"lm": "encoder-decoder; use arch=gpt for language modeling",
                             "mlm": "use arch=bert for masked-LM pretraining"})
 def build(kind: str, hp: TransformerConfig, task: TaskSpec) -> NeuralModel:

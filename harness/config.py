@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from archbench import ARCHS, TASKS, Budget, get_arch, task_kind
 from archbench.errors import UserError
+from archbench.recipe import SCHEDULES
 from archs.layers.attention import BACKENDS, resolve_backend
-from harness import checkpoints, distributed, plugins, resume
+from harness import checkpoints, distributed, plugins, recipes, resume
 from harness.identity import key_of
 from harness.hardware import DEVICES, compute_dtype, resolve_device
 
@@ -96,11 +97,14 @@ def _keys_at(parent: str) -> list[str]:
 def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """``compose`` resolved to plain Python containers: the ``conf`` a run receives."""
     try:
-        return OmegaConf.to_container(compose(overrides), resolve=True)
+        conf = OmegaConf.to_container(compose(overrides), resolve=True)
     except UserError:
         raise
     except Exception as e:  # interpolation errors
         raise UserError(" ".join(str(e).split())) from None
+    if conf["arch"]["name"] in ARCHS:
+        recipes.resolve(conf, overrides)  # null train.* keys from the preset's recipe, sources recorded
+    return conf
 
 
 def _is_int(v) -> bool:
@@ -120,9 +124,11 @@ def _check_flags(conf: Mapping[str, Any]) -> None:
 
 
 def validate(conf: Mapping[str, Any], *, check_kind: bool = True, local: bool = True) -> Budget:
-    """Check a composed config; returns its Budget. ``local=False`` (a job that runs elsewhere, e.g.
+    """Check a composed config (its null train.* keys filled from the recipe first); returns its
+    Budget. ``local=False`` (a job that runs elsewhere, e.g.
     on Slurm) skips what only the job's own machine can check: the device and its attention kernels."""
     arch = get_arch(conf["arch"]["name"])
+    recipes.resolve(conf)
     hp = arch.hparams(conf["size"], conf["arch"])
     kind = task_kind(conf["task"]["name"])
     if check_kind:
@@ -170,6 +176,12 @@ def _validate_train(t: Mapping[str, Any]) -> None:
     for k in UNIT_FLOATS:
         if not _is_number(t[k]) or not 0 <= t[k] <= 1:
             raise UserError(f"train.{k} must be a number in [0, 1], got {t[k]!r}")
+    if t["schedule"] not in SCHEDULES:
+        raise UserError(f"unknown train.schedule {t['schedule']!r}; valid: {', '.join(SCHEDULES)}")
+    for k in ("diverge_factor", "diverge_patience"):
+        if not _is_number(t.get(k)) or t[k] < 0 or (k == "diverge_factor" and 0 < t[k] <= 1):
+            raise UserError(f"train.{k} must be a number >= 0{' (and > 1 unless 0)' if k == 'diverge_factor' else ''}, "
+                            f"got {t.get(k)!r}")
     if not _is_number(t["weight_decay"]) or t["weight_decay"] < 0:
         raise UserError(f"train.weight_decay must be a number >= 0, got {t['weight_decay']!r}")
     if not isinstance(t.get("compile", False), bool):

@@ -22,7 +22,7 @@ from archbench.budget import consumed
 from archbench.errors import UserError
 from archbench.record import DataInfo, Env, RunRecord, Throughput, NEWER, load_record, quarantine, record_path, write_record
 from archs.layers.attention import backend_choice, resolve_backend
-from harness import checkpoints, distributed, hardware, planner as planning, plugins, resume
+from harness import checkpoints, distributed, hardware, planner as planning, plugins, recipes, resume
 from harness.config import validate
 from harness.evaluate import evaluate
 from harness.identity import carry_over, code_version, key_of, stale_reason, supersede
@@ -81,6 +81,7 @@ def run_one(conf: Mapping[str, Any], overrides: list[str] | None = None, *, sing
     plugins.load(conf.get("plugins"))
     arch = get_arch(conf["arch"]["name"])
     kind = task_kind(conf["task"]["name"])
+    recipes.resolve(conf, overrides)  # before validate: it knows which keys the user set
     budget = validate(conf, check_kind=single)
     key = key_of(conf)
     results_dir = conf["results_dir"]
@@ -123,7 +124,8 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
     path = record_path(results_dir, key)
     rec = RunRecord(run_key=key, arch=arch.name, size=conf["size"], task=conf["task"]["name"], kind=kind,
                     seed=conf["seed"], budget=budget.record(), overrides=list(overrides or []), config=dict(conf),
-                    code_version=code_version())
+                    code_version=code_version(), recipe=recipes.recipe_record(conf),
+                    recipe_source=dict(conf.get(recipes.SOURCE_KEY) or {}))
     if kind not in arch.kinds:  # in a multirun an unsupported pair is recorded, not fatal
         rec.status = "skipped"
         rec.error = f"arch '{arch.name}' does not support task kind '{kind}': " + \
@@ -203,7 +205,7 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
     hardware.peak_flops(device, dtype)  # the start probe on CPU, at this run's thread count (cached per count)
     rec.env = Env(**hardware.environment(device), world_size=dist.world_size)
     rec.precision = str(dtype).replace("torch.", "")
-    task = build_task(conf["task"])
+    task = build_task({**conf["task"], "eval_stride": (conf.get("eval") or {}).get("stride")})
     rec.data = DataInfo.from_dict(task.data_info())
     rec.primary_metric, rec.lower_is_better = task.primary_metric, task.lower_is_better
     hp = arch.hparams(conf["size"], conf["arch"])

@@ -26,6 +26,7 @@ from archbench.record import iter_records, read_record, record_path, runs_dir
 from harness import plugins
 from harness.distributed import env_rank
 from harness.resume import Interrupted
+from harness import tune
 from harness.config import compose, compose_dict, group_options, validate  # noqa: F401  (group_options: public)
 from harness.identity import key_of
 from harness.overrides import check_override_keys
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if _state["interrupted"]:
         return 128 + _state["interrupted"][0]  # the shell's convention for "ended by this signal"
     dirs = _state["results_dirs"] or {confs[0]["results_dir"]}
+    if tune.MARK in overrides and env_rank() == 0:  # the tuning protocol: pick each arch's lr for the next studies
+        for d in sorted(dirs):
+            tune.write_tuned(d)
     if confs[0]["report"] and env_rank() == 0:
         from harness.report import build_report
 

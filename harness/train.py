@@ -1,8 +1,8 @@
 """The one training loop for every neural arch.
 
 AdamW (weight decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio * lr``,
-gradient clipping, periodic validation for learning curves, a tqdm bar, and a NaN/inf check that
-ends the run as ``diverged``. It stops at the first budget reached: steps, tokens or seconds.
+gradient clipping, periodic validation for learning curves, a tqdm bar, and a divergence check
+(a NaN/inf, or a loss far above its start: DivergenceWatch) that ends the run as ``diverged``. It stops at the first budget reached: steps, tokens or seconds.
 Throughput counts only the time spent in training steps (validation excluded), after two
 warm-up steps, with the device synchronized before each clock read.
 """
@@ -40,9 +40,13 @@ class TrainOutcome:
 
 
 def lr_at(step: int, tcfg: Mapping[str, Any], horizon: int | None) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr_ratio * lr`` at the horizon, or (schedule
+    inverse_sqrt, Vaswani et al. 2017 eq. 3 with its peak stated as lr) lr * sqrt(warmup / (step + 1))."""
     lr, warmup = float(tcfg["lr"]), int(tcfg["warmup_steps"])
     if step < warmup:
         return lr * (step + 1) / warmup
+    if tcfg.get("schedule", "cosine") == "inverse_sqrt":
+        return lr * math.sqrt(warmup / (step + 1))
     if horizon is None:  # only a time budget: no horizon to decay over, constant after warmup
         return lr
     progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
@@ -71,6 +75,9 @@ def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.de
     ``ckpt`` the run saves mid-run checkpoints and resumes from the latest (harness/resume.py)."""
     batch_size, seq_len = int(tcfg["batch_size"]), int(tcfg["seq_len"])
     horizon, horizon_reason = budget.horizon(batch_size * seq_len)
+    if horizon_reason == "max_steps" and (budget.token_limit or budget.seconds):
+        print(f"note: train.max_steps={horizon} ({horizon * batch_size * seq_len:,} tokens) is the limit that will "
+              f"stop this run first if reached before budget {budget.given()}")
     limits = (horizon if horizon is not None else math.inf, horizon_reason,
               float(budget.seconds) if budget.seconds else math.inf)
     eval_every, eval_batches = int(tcfg["eval_every"]), int(tcfg["eval_batches"])
@@ -81,6 +88,7 @@ def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.de
     state = {"last_loss": None}  # no training step yet
     if ckpt is not None:
         _resume(ckpt, model, opt, batches, generator, out, clock, state)
+    watch = DivergenceWatch(float(tcfg.get("diverge_factor", 0) or 0), int(tcfg.get("diverge_patience", 0) or 0))
 
     def validate():
         with autocast, evaluation_mode(inner), distributed.gathered(inner):
@@ -103,6 +111,7 @@ def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.de
                 hardware.sync(device)
                 t0 = time.perf_counter()
                 state["last_loss"], n_tokens, why = step(next(batches))
+                why = why or watch.check(state["last_loss"])
                 if why:
                     return _diverged(out, f"{why} at step {out.steps}", bar)
                 clock.add(out, n_tokens, time.perf_counter() - t0)
@@ -147,6 +156,29 @@ def _checkpoint(ckpt: Checkpointer, model, opt, generator, out: TrainOutcome, cl
     path = ckpt.save(model, opt, meta)
     if signum:
         ckpt.pass_on(signum, path, out.steps)
+
+
+class DivergenceWatch:
+    """The divergence rule: a training loss above ``factor`` x the first step's loss for ``patience``
+    consecutive steps (a loss that climbed far above where it started and stayed there) diverged,
+    like a non-finite loss does. factor or patience 0 turns the rule off."""
+
+    def __init__(self, factor: float, patience: int):
+        self.factor, self.patience = factor, patience
+        self.first: float | None = None
+        self.run = 0
+
+    def check(self, loss: float | None) -> str | None:
+        if loss is None or not self.factor or not self.patience:
+            return None
+        if self.first is None:
+            self.first = loss
+            return None
+        self.run = self.run + 1 if loss > self.factor * self.first else 0
+        if self.run >= self.patience:
+            return (f"training loss {loss:.4g} above {self.factor:g} x the first step's {self.first:.4g} "
+                    f"for {self.patience} consecutive steps")
+        return None
 
 
 def _stopped(out: TrainOutcome, max_steps: float, horizon_reason: str, max_seconds: float) -> bool:

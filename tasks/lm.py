@@ -6,7 +6,9 @@ word perplexity = exp(total NLL / the number of whitespace-separated words in th
 The test split (its documents joined by the document separator) is scored as a document that starts
 after a document boundary: the separator's tokens are context, every token of the text is predicted,
 in non-overlapping windows of the run's context length (tasks/lm_scoring.py, the definition the
-lm-eval adapter shares, so lm-eval's bits_per_byte on the exported split equals ours).
+lm-eval adapter shares, so lm-eval's bits_per_byte on the exported split equals ours), or with
+``eval.stride`` in sliding windows, so runs with different context lengths score comparably;
+``metrics.eval_protocol`` names the one used.
 
 Sources: builtin (CPython docs + stdlib docstrings), synthetic-hmm (text from a random HMM, with the
 Bayes-optimal bits per byte computed exactly under the same windows), hf, files (.txt documents
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -107,6 +110,10 @@ class LanguageModeling(Task):
                        for k in ("validation", "test")}
         self.test_bytes = len(DOC_SEPARATOR.join(splits["test"]).encode("utf-8"))  # what lm-eval counts
         self.oracle = StreamOracle(hmm, self.tokenizer) if hmm is not None else None
+        stride = cfg.get("eval_stride")  # the top-level eval.stride, passed in by the engine (harness/run.py)
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+            raise UserError(f"eval.stride must be a positive integer or null, got {stride!r}")
+        self.eval_stride = stride
 
     def sequences(self, split: str) -> list:
         """Each document of a split tokenized on its own (for models fit on counts, e.g. n-grams)."""
@@ -143,7 +150,8 @@ class LanguageModeling(Task):
 
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
         ids, n_context = self.scored["test"]
-        scores = rolling_scores(model, ids, n_context, seq_len, device)
+        stride = self.eval_stride if self.eval_stride and self.eval_stride < seq_len else None
+        scores = rolling_scores(model, ids, n_context, seq_len, device, stride=stride)
         nll, n_tokens = scores.total, scores.count
         n_bytes = self.test_bytes
         metrics = {
@@ -156,12 +164,32 @@ class LanguageModeling(Task):
             "test_words": self.test_words,
             # mean nats of the test targets at each position j of the scoring window (j + 1 tokens of input)
             "loss_by_position": scores.mean_by_position(),
+            "eval_protocol": (f"sliding windows of {seq_len} tokens, stride {stride}" if stride else
+                              f"non-overlapping windows of {seq_len} tokens"),
         }
+        # per test document: summed nats and UTF-8 bytes (paired significance tests, harness/report)
+        metrics["doc_nll_nats"], metrics["doc_bytes"] = self.per_document(ids[n_context:], scores.per_token())
         if self.oracle is not None:  # the true process scored on the very same windows
-            bayes_nll, _ = self._nll(self.oracle, "test", device, seq_len, max_windows=None)
+            bayes_nll = rolling_scores(self.oracle, ids, n_context, seq_len, device, stride=stride).total
             metrics["bayes_bits_per_byte"] = bayes_nll / math.log(2) / n_bytes
             metrics["excess_bits_per_byte"] = metrics["bits_per_byte"] - metrics["bayes_bits_per_byte"]
         return metrics
+
+    def per_document(self, targets, token_nll) -> tuple[list[float], list[int]]:
+        """Each test document's summed NLL (nats) and its bytes. A token belongs to the document its
+        first byte falls in (by the tokens' byte lengths, exact for every tokenizer here); a separator's
+        tokens and bytes count toward the document they follow."""
+        docs = self.splits["test"]
+        lengths = np.array([len(d.encode("utf-8")) for d in docs], dtype=np.int64)
+        sep = len(DOC_SEPARATOR.encode("utf-8"))
+        starts = np.concatenate([[0], np.cumsum(lengths + sep)[:-1]])
+        tok_bytes = np.array([len(self.tokenizer.token_bytes(t)) for t in np.asarray(targets)], dtype=np.int64)
+        offset = np.concatenate([[0], np.cumsum(tok_bytes)[:-1]])
+        doc_of = np.searchsorted(starts, offset, side="right") - 1
+        nll = np.bincount(doc_of, weights=np.asarray(token_nll, dtype=np.float64), minlength=len(docs))
+        owned = lengths + sep
+        owned[-1] -= sep  # bytes a document owns, its following separator included: they sum to test_bytes
+        return [float(x) for x in nll], [int(b) for b in owned]
 
     def data_info(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from tests.helpers import FAST, compose_conf, run_cli
 def test_budget_keys_drive_the_engine_limits():
     conf = compose_conf("budget.tokens=5000", "budget.seconds=12.5")
     assert conf["train"]["max_tokens"] == 5000 and conf["train"]["max_seconds"] == 12.5
-    assert Budget.from_config(conf).given() == {"steps": 300, "tokens": 5000, "flops": None, "seconds": 12.5}
+    assert Budget.from_config(conf).given() == {"steps": None, "tokens": 5000, "flops": None, "seconds": 12.5}  # a budget: no default step cap
     assert validate(conf) == Budget.from_config(conf)
 
 
@@ -28,8 +28,9 @@ def test_a_flop_budget_alone_is_a_budget_and_must_be_positive():
     validate(compose_conf("train.max_steps=null", "budget.flops=1e9"))
     with pytest.raises(UserError, match="budget.flops"):
         validate(compose_conf("budget.flops=-3"))
-    with pytest.raises(UserError, match="no training budget"):
-        validate(compose_conf("train.max_steps=null"))
+    # no budget at all: train.max_steps null means the engine's default cap (harness/recipes.py)
+    conf = compose_conf("train.max_steps=null")
+    assert validate(conf).steps == 300 and conf["recipe_source"]["max_steps"].startswith("default")
 
 
 @pytest.mark.parametrize("fpt, tokens, expected", [(1000, None, 1_000_000), (3000, None, 333_333), (1000, 5000, 5000)])

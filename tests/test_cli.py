@@ -31,7 +31,7 @@ def _bad(capsys, tmp_path, *args):
     (["threads=0"], "threads must be a positive integer or null, got 0"),
     (["attention=flash9"], "unknown attention backend 'flash9'; valid: auto, math, sdpa, xformers"),
     (["-m", "arch=gpt,nope"], "unknown arch 'nope'"),
-    (["train.max_steps=null"], "no training budget"),
+    (["train.schedule=linear"], "unknown train.schedule 'linear'; valid: cosine, inverse_sqrt"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, expected):
     import re

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archbench import TaskSpec, register_arch
+from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralLM, NeuralModel
 from archs.hmm.forward_filter import _ForwardFilter, _log_matvec, _shift_cols, filter_steps
@@ -74,6 +74,11 @@ SIZES = {
     "medium": HMMConfig(n_states=512),
     "large": HMMConfig(n_states=1024),
 }
+# Gradient training (arch.training=gradient): logit_scale was set for AdamW at lr 3e-3 (the step size
+# in logit space is lr x logit_scale), so the recipe states that lr; untuned beyond that choice.
+# EM ignores the optimizer keys.
+RECIPES = {size: Recipe(source="AdamW lr 3e-3 with logit_scale 30 (the scale was chosen for this lr; untuned)",
+                        lr=3e-3, schedule="cosine", warmup_steps=30) for size in SIZES}
 
 
 class HMM(nn.Module):
@@ -338,7 +343,7 @@ class HMMClassifier(NeuralModel):
                 "tokens_per_s": total["tokens"] / total["seconds"] if total["seconds"] else None}
 
 
-@register_arch("hmm", kinds=("lm", "classify"), sizes=SIZES,
+@register_arch("hmm", kinds=("lm", "classify"), sizes=SIZES, recipes=RECIPES,
                unsupported={"seq2seq": "an HMM generates one sequence; it has no source side to condition on",
                             "mlm": "masked-LM pretraining needs a bidirectional neural encoder (arch=bert)"})
 def build(kind: str, hp: HMMConfig, task: TaskSpec):

@@ -13,7 +13,7 @@ from archbench.errors import UserError
 from archs.layers.attention import KVCache, MultiHeadAttention
 
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "gelu_tanh", "swiglu")  # gelu_tanh: GPT-2's tanh approximation of GELU
 
 
 def make_norm(kind: str, d: int, *, bias: bool = True, eps: float = 1e-5) -> nn.Module:
@@ -25,7 +25,7 @@ def make_norm(kind: str, d: int, *, bias: bool = True, eps: float = 1e-5) -> nn.
 
 
 class MLP(nn.Module):
-    """GELU: W2 gelu(W1 x).  SwiGLU (Shazeer 2020, Llama): W2 (silu(W_gate x) * W_up x), with the gate
+    """GELU: W2 gelu(W1 x) (gelu_tanh: GPT-2's tanh approximation, Hendrycks & Gimpel 2016).  SwiGLU (Shazeer 2020, Llama): W2 (silu(W_gate x) * W_up x), with the gate
     and up projections fused into one matrix (the same parameters as two)."""
 
     def __init__(self, d_model: int, d_ff: int, kind: str = "gelu", *, bias: bool = True):
@@ -40,7 +40,7 @@ class MLP(nn.Module):
         if self.kind == "swiglu":
             gate, up = self.fc(x).chunk(2, dim=-1)
             return self.proj(F.silu(gate) * up)
-        return self.proj(F.gelu(self.fc(x)))
+        return self.proj(F.gelu(self.fc(x), approximate="tanh" if self.kind == "gelu_tanh" else "none"))
 
 
 class TransformerLayer(nn.Module):

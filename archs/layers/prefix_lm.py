@@ -72,7 +72,9 @@ class PrefixLMSeq2Seq(NeuralModel):
         return logits, PrefixState(state.cache, key_mask, state.lengths, state.step + 1)
 
     def flops_per_token(self, seq_len: int) -> int | None:
-        return self.lm.flops_per_token(seq_len)
+        """Per token read (source + target, each ``seq_len`` long): the LM runs over the packed
+        2 x seq_len tokens, so each costs the LM's FLOPs per token at that length."""
+        return self.lm.flops_per_token(2 * seq_len)
 
 
 class PrefixState:

@@ -13,6 +13,7 @@ Modules, each importing only the ones above it in this list (no cycles):
 * ``frame``: records -> DataFrame; the schema-checked column names the sections read
 * ``tables``: markdown tables, runs.parquet / runs.csv;  ``figures``: plot theme, the one PNG saver
 * ``powerlaw``: the power-law fit and its bootstrap (no pandas)
+* ``significance``: paired bootstrap of bits per byte over seeds and documents
 * sections: ``environment``, ``capabilities``, ``leaderboard``, ``scaling``, ``context``,
   ``throughput``, ``planned``
 * ``build``: report.md assembled from the sections;  ``cli``: the command line

@@ -23,6 +23,7 @@ from harness.report.planned import planned_section
 from harness.report.scaling import scaling_section
 from harness.report.tables import md_table, save_table
 from harness.report.throughput import throughput_section
+from harness.report.tuning import tuning_section
 
 
 def lmeval_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +92,7 @@ def build_report(results_dir) -> Path:
         md += environment_section(df)
         md += capability_section()
         md += data_section(records)
+        md += tuning_section(df, out)
         md += task_sections(df, curves(records), out)
         md += throughput_section(df, out)
         md += planned_section(records)

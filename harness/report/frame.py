@@ -66,6 +66,7 @@ RUN_KEY, STATUS, ERROR = column("run_key"), column("status"), column("error")
 ARCH, SIZE, TASK, SEED = column("arch"), column("size"), column("task"), column("seed")
 PARAMS, NON_EMBEDDING_PARAMS = column("params"), column("non_embedding_params")
 TOKENS_SEEN, WALL_S, OVERRIDES = column("tokens_seen"), column("wall_s"), column("overrides")
+STOP_REASON = column("stop_reason")
 PRIMARY_METRIC, LOWER_IS_BETTER = column("primary_metric"), column("lower_is_better")
 PRECISION, ATTENTION_BACKEND = column("precision"), column("attention_backend")
 BUDGET_GIVEN = column("budget.given")  # dict: steps, tokens, flops, seconds (None = no limit)
@@ -79,6 +80,7 @@ PEAK_FLOPS_PROBES = column("throughput.peak_flops_probes")
 PEAK_MEM_BYTES, PEAK_MEM_KIND = column("throughput.peak_mem_bytes"), column("throughput.peak_mem_kind")
 ENV_GIT, ENV_TORCH, ENV_PYTHON = column("env.git"), column("env.torch"), column("env.python")
 ENV_DEVICE_NAME, ENV_THREADS = column("env.device_name"), column("env.threads")
+DATA_SOURCE = column("data.source")
 REFERENCE_ROWS = column("data.reference_rows")  # a task's own key: {name: {metrics, about}}
 CONFIG_TRAIN = column("config.train")  # dict: the resolved train config
 PLAN_MEMORY = column("plan.memory")  # dict: the planner's byte counts

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.significance import mark_board, pairwise, significance_lines
 from harness.report.figures import image_links, pyplot, save
 from harness.report.frame import (ARCH, CODE_VERSION, CREATED_AT, DATA_FINGERPRINT, DATA_SOURCE, LOWER_IS_BETTER, MFU, PARAMS,
-                                  PRIMARY_METRIC, REFERENCE_ROWS, SEED, SETUP, SIZE, STATUS, TASK, TOKENS_PER_S,
+                                  PRIMARY_METRIC, REFERENCE_ROWS, SEED, SETUP, SIZE, STATUS, STOP_REASON, TASK, TOKENS_PER_S,
                                   TOKENS_SEEN, WALL_S, col, metric as metric_col, ok_runs, with_variants)
 from harness.report.identity import IDENTITY, short, split_notes
 from harness.report.tables import md_table
@@ -65,6 +66,7 @@ def leaderboard(df: pd.DataFrame, task: str) -> tuple[pd.DataFrame, str, bool, l
             metric: mean, "± 95% CI": ci,
             "params": int(g[PARAMS].iloc[0]),
             "tokens seen": int(g[TOKENS_SEEN].mean()),
+            "stopped by": ", ".join(sorted(g[STOP_REASON].dropna().astype(str).unique())) if STOP_REASON in g else "",
             "tokens/s": g[TOKENS_PER_S].mean(),
             "MFU %": 100 * g[MFU].astype(float).mean() if g[MFU].notna().any() else math.nan,
             "wall s": g[WALL_S].mean(),
@@ -82,13 +84,15 @@ def reference_rows(df: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     if REFERENCE_ROWS not in df:
         return pd.DataFrame()
     rows, seen = [], set()
-    for refs in df.loc[(df[TASK] == task) & (df[STATUS] == "ok"), REFERENCE_ROWS].dropna():
-        for name, ref in (refs or {}).items():
+    ok = df.loc[(df[TASK] == task) & (df[STATUS] == "ok")]
+    sources = ok[DATA_SOURCE] if DATA_SOURCE in ok else pd.Series([None] * len(ok), index=ok.index)
+    for refs, source in zip(ok[REFERENCE_ROWS], sources):  # labelled by the data set they were computed on
+        for name, ref in (refs if isinstance(refs, dict) else {}).items():
             value = (ref.get("metrics") or {}).get(metric)
-            if value is None or (name, value) in seen:
+            if value is None or (name, value, source) in seen:
                 continue
-            seen.add((name, value))
-            rows.append({"reference": name, metric: value, "what it is": ref.get("about", "")})
+            seen.add((name, value, source))
+            rows.append({"reference": name, "data set": source, metric: value, "what it is": ref.get("about", "")})
     return pd.DataFrame(rows)
 
 
@@ -126,9 +130,19 @@ def metric_vs_params_plot(df: pd.DataFrame, out: Path, task: str, metric: str) -
 def leaderboard_section(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, task: str) -> tuple[list[str], str, bool]:
     """The board, its reference rows and plots, as markdown lines; with the metric and its direction."""
     board, metric, lower, notes = leaderboard(df, task)
+    pairs = pairwise(df, task)  # LM tasks: per-document paired bootstrap (empty elsewhere)
+    board = mark_board(board, pairs)
     md = [INTRO.format(metric=metric, better="lower" if lower else "higher"), "", md_table(board), ""]
     if notes:
         md += ["Rows split because their records are not comparable:", "", *notes, ""]
+    if "kind" in df and (ok_runs(df, task)["kind"] == "seq2seq").any():
+        md += ["FLOPs convention (seq2seq): FLOPs per token *read*, source and target tokens alike, with both "
+               "sides train.seq_len long in the formula (each arch's `flops_per_token`, checked against "
+               "torch's FlopCounterMode in tests/test_flop_counter.py).", ""]
+    protocols = ok_runs(df, task).get(metric_col("eval_protocol"), pd.Series(dtype=object)).dropna().unique()
+    if len(protocols):
+        md += [f"Test scoring protocol (`eval.stride`): {'; '.join(sorted(map(str, protocols)))}.", ""]
+    md += significance_lines(df, task, pairs)
     refs = reference_rows(df, task, metric)
     if not refs.empty:
         md += ["Reference rows (no training; computed by the task on the same test split, from the records' "

@@ -17,6 +17,7 @@ x_<=t), which is what makes right-padding a batch of windows of different length
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,11 @@ class RollingScores:
     count: int
     by_position_nll: np.ndarray  # (seq_len,) summed nats, float64
     by_position_count: np.ndarray  # (seq_len,) targets at each position
+    token_nll: list = None  # per-target nats in stream order (ids[n_context:]), float64 chunks
+
+    def per_token(self) -> np.ndarray:
+        """The NLL (nats) of every target, in the order of ids[n_context:]."""
+        return np.concatenate(self.token_nll) if self.token_nll else np.zeros(0)
 
     def mean_by_position(self) -> list[float]:
         """Mean nats per token at each window position that scored at least one target."""
@@ -64,8 +70,15 @@ class RollingScores:
 
 @torch.no_grad()
 def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, device,
-                   batch_size: int = EVAL_BATCH) -> RollingScores:
-    """rolling_nll's windows, also summed per window position (for loss-vs-context-position curves)."""
+                   batch_size: int = EVAL_BATCH, stride: int | None = None) -> RollingScores:
+    """rolling_nll's windows, also summed per window position (for loss-vs-context-position curves).
+
+    ``stride`` < seq_len: sliding windows instead (the protocol of Press et al. 2021 and HF's perplexity
+    guide): the first window scores all its targets, each later window of ``seq_len`` inputs moves by
+    ``stride`` and scores only its last ``stride`` targets, so every target but the first ones sees at
+    least seq_len - stride tokens of context and the score depends far less on the window length."""
+    if stride is not None and stride < seq_len:
+        return _sliding_scores(model, ids, n_context, seq_len, stride, device, batch_size)
     if ids.dim() != 1:
         raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
     if not 1 <= n_context <= len(ids):
@@ -74,15 +87,9 @@ def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, devic
     starts = range(n_context, n, seq_len)
     full = [s for s in starts if s + seq_len <= n]
     short = [s for s in starts if s + seq_len > n]  # at most one: the tail
-    out = RollingScores(0.0, 0, np.zeros(seq_len, dtype=np.float64), np.zeros(seq_len, dtype=np.int64))
+    out = RollingScores(0.0, 0, np.zeros(seq_len, dtype=np.float64), np.zeros(seq_len, dtype=np.int64), [])
 
-    def add(lp: torch.Tensor) -> None:
-        nll = -lp.double()
-        out.total += nll.sum().item()
-        out.count += nll.numel()
-        width = nll.shape[1]
-        out.by_position_nll[:width] += nll.sum(0).cpu().numpy()
-        out.by_position_count[:width] += nll.shape[0]
+    add = functools.partial(_add, out)
 
     offsets = torch.arange(seq_len + 1)
     for i in range(0, len(full), batch_size):
@@ -92,6 +99,39 @@ def rolling_scores(model, ids: torch.Tensor, n_context: int, seq_len: int, devic
     for s in short:
         window = ids[s - 1:n][None].to(device)
         add(model.target_logprobs(window[:, :-1], window[:, 1:]))
+    return out
+
+
+def _add(out: RollingScores, lp: torch.Tensor, first_position: int = 0) -> None:
+    """Count scored log-probs (B, W) whose first column is window position ``first_position``."""
+    nll = -lp.double()
+    out.total += nll.sum().item()
+    out.count += nll.numel()
+    cols = slice(first_position, first_position + nll.shape[1])
+    out.by_position_nll[cols] += nll.sum(0).cpu().numpy()
+    out.by_position_count[cols] += nll.shape[0]
+    out.token_nll.append(nll.reshape(-1).cpu().numpy())  # windows come in stream order
+
+
+def _sliding_scores(model, ids, n_context: int, seq_len: int, stride: int, device, batch_size: int) -> RollingScores:
+    n = len(ids)
+    out = RollingScores(0.0, 0, np.zeros(seq_len, dtype=np.float64), np.zeros(seq_len, dtype=np.int64), [])
+    first_end = min(n, n_context + seq_len)
+    window = ids[n_context - 1:first_end][None].to(device)
+    _add(out, model.target_logprobs(window[:, :-1], window[:, 1:]))
+    if first_end == n:
+        return out
+    # later blocks of `stride` targets [s, e), each read from a full window ending at e
+    blocks = [(s, min(s + stride, n)) for s in range(first_end, n, stride)]
+    full = [b for b in blocks if b[1] - b[0] == stride]
+    offsets = torch.arange(seq_len + 1)
+    for i in range(0, len(full), batch_size):
+        lo = torch.tensor([e for _, e in full[i:i + batch_size]]) - 1 - seq_len
+        w = ids[lo[:, None] + offsets].to(device)
+        _add(out, model.target_logprobs(w[:, :-1], w[:, 1:])[:, -stride:], seq_len - stride)
+    for s, e in blocks[len(full):]:  # the tail, shorter than a stride
+        w = ids[e - 1 - seq_len:e][None].to(device)
+        _add(out, model.target_logprobs(w[:, :-1], w[:, 1:])[:, -(e - s):], seq_len - (e - s))
     return out
 
 
