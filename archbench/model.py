@@ -8,9 +8,9 @@ freshly built model to them, so a plug-in that misses a method fails at build ti
   lm        ``target_logprobs(x, y) -> (B, T)``: log p(y_t | x_<=t), what LM evaluation reads (all a
             count-based model must have). Neural LMs also give ``forward(idx) -> logits (B, T, V)``
             for training and ``next_token_logprobs(idx) -> (B, T, V)`` for generation and lm-eval.
-            Both are causal: position t depends on x_<=t only. Optional: ``hidden_and_head(idx) ->
-            (hidden (B, T, d), head weight (V, d))`` with forward(idx) = hidden @ weight.T; the LM
-            task's training loss then fuses the head with cross-entropy and never forms the logits.
+            Both are causal: position t depends on x_<=t only. Optional: ``fused_lm_loss = True`` and
+            ``forward(idx, targets=y) -> mean cross-entropy``: the model fuses its LM head with the
+            loss (never forming the logits); the LM task's training loss then calls that.
   seq2seq   ``encode(src, src_mask) -> memory`` (a tensor or tuple of tensors, batch first, so a
             search can reorder it with index_select), ``decode(memory, src_mask, tgt_in) -> logits
             (B, T, V)`` (teacher-forced, causal over tgt_in), and ``forward(src, src_mask, tgt_in)`` =

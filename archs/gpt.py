@@ -18,6 +18,7 @@ from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralLM, PlanningBlock, matmul_params
 from archs.layers.attention import KVCache, RotaryEmbedding
+from archs.layers.fused_ce import linear_cross_entropy
 from archs.layers.blocks import MLPS, NORMS, TransformerLayer, attention_flops_per_token, init_gpt2_style, make_norm
 from archs.layers.prefix_lm import build_prefix_lm
 
@@ -135,14 +136,18 @@ class GPT(NeuralLM):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Next-token logits (B, T, V). With a cache, ``idx`` holds the T tokens after the cached ones."""
-        return self.lm_head(self._hidden(idx, cache))
+    fused_lm_loss = True  # forward(idx, targets=y) is the training loss, head and cross-entropy fused
 
-    def hidden_and_head(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(final hidden state (B, T, d), LM head weight (V, d)): forward(idx) = hidden @ weight.T, for
-        a loss that fuses the head with cross-entropy (tasks/scoring/fused_ce.py)."""
-        return self._hidden(idx, None), self.lm_head.weight
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, V). With a cache, ``idx`` holds the T tokens after the cached ones.
+        With ``targets`` (B, T): the mean next-token cross-entropy instead, the LM head fused with it
+        and taken in row chunks (archs/layers/fused_ce.py) so the logits are never formed. Inside
+        forward, so a sharded (FSDP) model has its head gathered while the loss uses it."""
+        hidden = self._hidden(idx, cache)
+        if targets is not None:
+            return linear_cross_entropy(hidden, self.lm_head.weight, targets)
+        return self.lm_head(hidden)
 
     def forward_rows(self, idx: torch.Tensor, cache: KVCache, positions: torch.Tensor,
                      key_mask: torch.Tensor, logits: bool = True) -> torch.Tensor | None:

@@ -30,7 +30,6 @@ from tasks.data.sources import read_rows
 from tasks.data.given_splits import named_splits, split_items, warn
 from tasks.data.splits import check_fractions, fingerprint, hash_split, hash_split_by, require_nonempty
 from tasks.data.synthetic_hmm import SEPARATOR, StreamOracle, hmm_documents
-from tasks.scoring.fused_ce import linear_cross_entropy
 from tasks.scoring.lm_scoring import boundary_ids, rolling_nll, rolling_scores
 from tasks.text.tokenizers import build_tokenizer
 
@@ -68,13 +67,12 @@ def _split_documents(cfg: Mapping[str, Any]) -> tuple[dict[str, list[str]], str,
 
 
 def lm_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy, fused with the LM head and chunked where the model offers
-    hidden_and_head (archbench.model), so the (B, T, V) logits are never formed: 1.4x a nanoGPT
-    step on a CPU (README Benchmarks); on an H200 30% less loss memory, 3-12% slower than plain.
-    One path on every device, so the planner's count on the meta device is the run's."""
-    if callable(getattr(model, "hidden_and_head", None)):
-        hidden, weight = model.hidden_and_head(x)
-        return linear_cross_entropy(hidden, weight, y)
+    """Mean next-token cross-entropy. A model with ``fused_lm_loss`` computes it in its forward with
+    the LM head fused and chunked (archbench.model), so the (B, T, V) logits are never formed: 1.4x
+    a nanoGPT step on a CPU (README Benchmarks); on an H200 30% less loss memory, 3-12% slower than
+    plain. One path on every device, so the planner's count on the meta device is the run's."""
+    if getattr(model, "fused_lm_loss", False):
+        return model(x, targets=y)
     logits = model(x)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.scoring.fused_ce import linear_cross_entropy
+from archs.layers.fused_ce import linear_cross_entropy
 
 
 def _both(n, d, v, chunk, ignore=()):
@@ -38,7 +38,7 @@ def test_ignored_targets_are_skipped_like_cross_entropy():
 
 
 def test_fp32_batched_shapes_and_gpt_loss_path():
-    """The LM task's loss through GPT.hidden_and_head equals cross-entropy of GPT.forward's logits."""
+    """The LM task's loss through GPT.forward(x, targets=y) equals cross-entropy of GPT.forward's logits."""
     from archs.gpt import GPT, GPTConfig
     from tasks.lm import lm_loss
 

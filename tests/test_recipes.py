@@ -17,7 +17,7 @@ from tests.helpers import FAST, compose_conf
 def test_every_size_of_every_gradient_trained_arch_has_a_recipe_with_provenance():
     for name in ARCHS.names() if hasattr(ARCHS, "names") else list(ARCHS):
         arch = get_arch(name)
-        if arch.fitted:
+        if arch.fitted or name == "hf":  # a local HF model's recipe is its owner's: given on the command line
             continue
         assert set(arch.recipes) == set(arch.sizes), name
         for size, r in arch.recipes.items():

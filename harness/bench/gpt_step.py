@@ -6,7 +6,7 @@ process and their steps run in interleaved rounds (the order alternating), so a 
 load falls on both alike; the ratio of best steps is the comparison. Time per phase is printed.
 
 Phases. harness: forward = the model up to its final hidden state; cross_entropy = LM head +
-cross-entropy fused and chunked (tasks/scoring/fused_ce.py; its gradients are made here too);
+cross-entropy fused and chunked (archs/layers/fused_ce.py; its gradients are made here too);
 backward; clip_and_adamw. nanoGPT: forward = the model up to its logits (a hook on lm_head);
 cross_entropy = F.cross_entropy on the logits; backward; clip_and_adamw (its configure_optimizers).
 """
