@@ -4,43 +4,11 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers import FAST, run_cli
-
-PLUGIN = '''
-from dataclasses import dataclass
-
-import torch.nn as nn
-
-from archbench import NeuralLM, TaskSpec, register_arch
-
-
-@dataclass(frozen=True)
-class BigramConfig:
-    vocab_size: int | None = None
-
-
-class Bigram(NeuralLM):
-    def __init__(self, vocab_size: int):
-        super().__init__()
-        self.table = nn.Embedding(vocab_size, vocab_size)
-
-    def forward(self, idx):
-        return self.table(idx)
-
-    def flops_per_token(self, seq_len):
-        return 6 * self.table.weight.shape[1]
-
-
-@register_arch("bigram_ext", kinds=("lm",), sizes={"tiny": BigramConfig()})
-def build(kind: str, hp: BigramConfig, task: TaskSpec):
-    return Bigram(hp.vocab_size or task.vocab_size)
-'''
+from tests.helpers import FAST, run_cli, write_bigram_plugin
 
 
 def test_plugin_in_a_joblib_multirun_then_lmeval_then_report(tmp_path):
-    plugin = tmp_path / "elsewhere" / "bigram_ext.py"
-    plugin.parent.mkdir()
-    plugin.write_text(PLUGIN)
+    plugin = write_bigram_plugin(tmp_path / "elsewhere" / "bigram_ext.py", "bigram_ext")
     results = tmp_path / "results"
     proc = run_cli("-m", "hydra/launcher=local_parallel", f"plugins=[{plugin}]", "arch=bigram_ext", "seed=0,1",
                    "checkpoint=true", f"results_dir={results}", *FAST, timeout=600)

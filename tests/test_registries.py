@@ -86,38 +86,9 @@ def test_plugin_arch_from_outside_the_repo_runs_like_a_builtin(tmp_path):
 
     from tests.helpers import FAST, run_cli
 
-    plugin = tmp_path / "plug" / "bigram_arch.py"
-    plugin.parent.mkdir()
-    plugin.write_text('''
-from dataclasses import dataclass
+    from tests.helpers import write_bigram_plugin
 
-import torch
-import torch.nn as nn
-
-from archbench import NeuralLM, TaskSpec, register_arch
-
-
-@dataclass(frozen=True)
-class BigramConfig:
-    vocab_size: int | None = None
-
-
-class Bigram(NeuralLM):
-    def __init__(self, vocab_size: int):
-        super().__init__()
-        self.table = nn.Embedding(vocab_size, vocab_size)
-
-    def forward(self, idx):
-        return self.table(idx)
-
-    def flops_per_token(self, seq_len):
-        return 6 * self.table.weight.shape[1]
-
-
-@register_arch("bigram_plugin", kinds=("lm",), sizes={"tiny": BigramConfig()})
-def build(kind: str, hp: BigramConfig, task: TaskSpec):
-    return Bigram(hp.vocab_size or task.vocab_size)
-''')
+    plugin = write_bigram_plugin(tmp_path / "plug" / "bigram_arch.py", "bigram_plugin")
     results = tmp_path / "results"
     proc = run_cli(f"plugins=[{plugin}]", "arch=bigram_plugin", f"results_dir={results}", *FAST)
     assert proc.returncode == 0, proc.stderr[-2000:]
