@@ -91,3 +91,18 @@ def test_report_columns_are_checked_against_the_record_schema():
     with pytest.raises(LookupError):
         frame.column("budget.consumed.flops")  # deeper than the frame flattens: read from the dict
     assert frame.key_in(frame.BUDGET_CONSUMED, "flops") == "flops"
+
+
+def test_loss_by_position_never_pools_runs_on_other_data_or_code(tmp_path):
+    """Two records of one arch/size, one on changed data: the position curves keep them apart."""
+    from harness.report.context import positions
+    from harness.report.frame import frame
+
+    a = _record(1, 1e5, 0, 2.5)
+    b = _record(2, 1e5, 1, 2.4)
+    b.data.fingerprint = "changed-data"
+    long = positions(frame([a, b]))
+    labels = sorted(long["model"].unique())
+    assert len(labels) == 2 and any("changed-" in label for label in labels), labels
+    same = positions(frame([a, _record(3, 1e5, 1, 2.4)]))
+    assert same["model"].nunique() == 1  # same data and code: one curve over both seeds

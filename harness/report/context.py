@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 
 from harness.report.figures import pyplot, save
-from harness.report.frame import (ARCH, LOSS_BY_POSITION, NON_EMBEDDING_PARAMS, OVERRIDES, SEED, SIZE, model_label,
-                                  ok_runs)
+from harness.report.frame import (
+    ARCH, CODE_VERSION, DATA_FINGERPRINT, LOSS_BY_POSITION, NON_EMBEDDING_PARAMS, OVERRIDES, SEED, SIZE, model_label,
+    ok_runs)
+from harness.report.identity import short
 from harness.report.tables import md_table
 
 INTRO = ("Mean test NLL (nats) at each position of the scoring windows, from the same windows as bits per "
@@ -23,10 +25,16 @@ NEAR = 0.2  # a position's loss is the mean over positions within +-20% of it (o
 def positions(ok: pd.DataFrame) -> pd.DataFrame:
     """Long form: one row per (run, position) of the longest window each model was scored with."""
     rows = []
-    for _, r in ok.dropna(subset=[LOSS_BY_POSITION]).iterrows():
+    scored = ok.dropna(subset=[LOSS_BY_POSITION])
+    identity = [c for c in (DATA_FINGERPRINT, CODE_VERSION) if c in scored]
+    # runs on other data or other code are never pooled into one curve: their labels say which
+    several = bool(identity) and len(scored[identity].astype(str).drop_duplicates()) > 1
+    for _, r in scored.iterrows():
         n = r.get(NON_EMBEDDING_PARAMS)
         model = model_label(r.get(OVERRIDES), r[ARCH], r[SIZE])
         model += f" (N={int(n):,})" if n == n and n is not None else ""
+        if several:
+            model += f" [data {short(r.get(DATA_FINGERPRINT))}, code {short(r.get(CODE_VERSION))}]"
         seq_len = len(r[LOSS_BY_POSITION])
         for j, v in enumerate(r[LOSS_BY_POSITION]):
             rows.append({"model": model, "window": seq_len, "position": j + 1, "loss": v, "seed": r[SEED]})
