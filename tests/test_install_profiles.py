@@ -22,9 +22,9 @@ def test_each_profile_pins_torch_and_pyproject_does_not():
 
 
 def test_the_makefile_picks_the_profile_from_nvidia_smi():
-    out = subprocess.run(["make", "-n", "setup", "PROFILE=cuda"], cwd=ROOT, capture_output=True, text=True).stdout
+    out = subprocess.run(["make", "-n", "-B", "setup", "PROFILE=cuda"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "-c constraints/cuda.txt" in out
-    out = subprocess.run(["make", "-n", "setup", "PROFILE=cpu"], cwd=ROOT, capture_output=True, text=True).stdout
+    out = subprocess.run(["make", "-n", "-B", "setup", "PROFILE=cpu"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "-c constraints/cpu.txt" in out
     assert "nvidia-smi" in (ROOT / "Makefile").read_text()
 
