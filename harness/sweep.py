@@ -159,8 +159,7 @@ def tidy(results_dirs: list[str]) -> None:
     for d in results_dirs:
         remove_orphans(d, runs_dir(d), runs_dir(d) / "superseded", *(os.path.join(d, sub) for sub in
                        ("checkpoints", "lmeval_tasks", ".cache")))
-        for _ in iter_records(d):
-            pass
+        list(iter_records(d))  # reading every record moves the files that are not one to runs/quarantine/
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from archbench.errors import UserError
 from harness.run import run_one
 from tests.helpers import compose_conf
 
-transformers = pytest.importorskip("transformers")
+import transformers  # a declared dependency (arch=hf)
 
 TEXTS = [f"document {i}: the quick brown fox {i % 7} jumps over the lazy dog number {i % 11}." for i in range(240)]
 

@@ -39,7 +39,7 @@ def test_lm_on_a_wikitext_style_folder_scores_exactly_the_given_test_file(tmp_pa
 
 
 def test_lm_on_an_hf_datasetdict_saved_to_disk_uses_its_splits(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a declared dependency (task.source=hf)
     data = {"train": _docs("train", 30), "validation": _docs("valid", 4), "test": _docs("test", 7)}
     dd = datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v}) for k, v in data.items()})
     dd.save_to_disk(str(tmp_path / "dd"))
@@ -96,7 +96,7 @@ def test_mt_reads_fairseq_parallel_files_per_split(tmp_path):
 
 
 def test_mt_reads_hf_translation_dict_columns(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a declared dependency (task.source=hf)
     rows = {k: [{"en": f"{k} hello {i}", "de": f"{k} hallo {i}"} for i in range(n)]
             for k, n in (("train", 20), ("validation", 3), ("test", 4))}
     datasets.DatasetDict({k: datasets.Dataset.from_dict({"translation": v}) for k, v in rows.items()}) \

@@ -68,24 +68,9 @@ def gpt_step(device: torch.device):
                               vocab_size=s["vocab"], block_size=s["seq_len"], attention="sdpa"))
     opt = make_optimizer(model, tcfg)
     x, y = _batch(device)
-    autocast = hardware.autocast(device, hardware.compute_dtype(device))
-    hook = _HiddenHook(model.ln_f)
-
-    def step() -> dict[str, float]:
-        clock = _Clock(device)
-        hook.clock = clock
-        with autocast:
-            loss = lm_loss(model, x, y)  # the LM task's training loss
-            clock.tick()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clock.tick()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-        opt.step()
-        clock.tick()
-        return clock.phases()
-
-    return model, step
+    # the LM task's training loss; the clock ticks when ln_f ends (the forward/cross-entropy boundary)
+    return model, _phased_step(device, model, opt, model.ln_f, lambda: lm_loss(model, x, y),
+                               float(tcfg["grad_clip"]))
 
 
 class _HiddenHook:
@@ -120,24 +105,31 @@ def nanogpt_step(mod, device: torch.device):
         model = mod.GPT(cfg).to(device)
         opt = model.configure_optimizers(0.1, 3e-3, (0.9, 0.95), device.type)
     x, y = _batch(device)
+    return model, _phased_step(device, model, opt, model.lm_head, lambda: model(x, y)[1], 1.0)
+
+
+def _phased_step(device: torch.device, model, opt, boundary: torch.nn.Module, loss_of: Callable[[], torch.Tensor],
+                 grad_clip: float) -> Callable[[], dict[str, float]]:
+    """One training step timed by phase, the same for both models: forward (up to ``boundary``'s
+    output), cross-entropy, backward, clip + AdamW."""
     autocast = hardware.autocast(device, hardware.compute_dtype(device))
-    hook = _HiddenHook(model.lm_head)
+    hook = _HiddenHook(boundary)
 
     def step() -> dict[str, float]:
         clock = _Clock(device)
         hook.clock = clock
         with autocast:
-            _logits, loss = model(x, y)
+            loss = loss_of()
             clock.tick()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         clock.tick()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         clock.tick()
         return clock.phases()
 
-    return model, step
+    return step
 
 
 def _interleaved(steps: dict[str, Callable[[], dict]], rounds: int, warmup: int) -> dict[str, list[dict]]:

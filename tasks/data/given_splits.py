@@ -34,10 +34,13 @@ def named_splits(cfg: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in given.items()}
 
 
-def config_for_split(cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
+SETTING = "_setting"  # the config key a source came from, for messages (task.path or task.splits.<split>)
+
+
+def config_for_split(cfg: Mapping[str, Any], where: str, split: str) -> dict[str, Any]:
     """The task config that reads one named split: ``path`` for files, ``hf.split`` for hf."""
     if cfg["source"] == "files":
-        return {**cfg, "path": where}
+        return {**cfg, "path": where, SETTING: f"task.splits.{split}"}
     return {**cfg, "hf": {**(cfg.get("hf") or {}), "split": where}}
 
 
@@ -57,7 +60,7 @@ def split_items(cfg: Mapping[str, Any], read: Callable[[Mapping[str, Any]], tupl
         return splits, "hash", where
     splits, wheres = {}, []
     for name, target in named.items():
-        items, where = read(config_for_split(cfg, target))
+        items, where = read(config_for_split(cfg, target, name))
         splits[name] = list(items)
         wheres.append(f"{name}={where}")
     if "validation" in splits:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from archbench.errors import UserError
+from tasks.data.given_splits import SETTING
 
 FILE_FORMATS = (".jsonl", ".tsv", ".txt")
 Rows = list[dict[str, str]]
@@ -36,7 +37,7 @@ def read_rows(cfg: Mapping[str, Any], roles: Sequence[str], task: str) -> tuple[
     """Rows from ``task.source`` = files | hf, and a one-line description of where they came from."""
     columns = column_names(cfg, roles, task)
     if cfg["source"] == "files":
-        return read_file_rows(cfg.get("path"), columns, task)
+        return read_file_rows(cfg.get("path"), columns, task, cfg.get(SETTING, "task.path"))
     if cfg["source"] == "hf":
         return read_hf_rows(cfg.get("hf") or {}, columns, task)
     raise UserError(f"task {task}: read_rows serves source files or hf, not '{cfg['source']}'")
