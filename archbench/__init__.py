@@ -10,8 +10,8 @@ from archbench.arch import ARCHS, ArchSpec, build_model, get_arch, register_arch
 from archbench.budget import Budget
 from archbench.errors import UserError, fail, user_errors_exit
 from archbench.model import (
-    CONTRACTS, Classifier, FittedModel, LanguageModel, MaskedLM, NeuralLM, NeuralModel, PlanningBlock, Seq2SeqModel,
-    check_model, matmul_params)
+    CONTRACTS, SEQ2SEQ_FLOPS_CONVENTION, Classifier, FittedModel, LanguageModel, MaskedLM, NeuralLM, NeuralModel,
+    PlanningBlock, Seq2SeqModel, check_model, matmul_params, seq2seq_flops)
 from archbench.recipe import Recipe
 from archbench.record import SCHEMA_VERSION, RunRecord
 from archbench.registry import Registry
@@ -22,7 +22,7 @@ __all__ = [
     "ARCHS", "ArchSpec", "build_model", "get_arch", "register_arch",
     "Budget", "UserError", "fail", "user_errors_exit",
     "CONTRACTS", "Classifier", "FittedModel", "LanguageModel", "MaskedLM", "NeuralLM", "NeuralModel",
-    "PlanningBlock", "Seq2SeqModel", "check_model", "matmul_params",
+    "PlanningBlock", "Seq2SeqModel", "check_model", "matmul_params", "SEQ2SEQ_FLOPS_CONVENTION", "seq2seq_flops",
     "Recipe", "SCHEMA_VERSION", "RunRecord", "Registry", "KINDS", "TaskSpec",
     "EVAL_BATCH", "TASKS", "Task", "build_task", "register_task", "task_kind",
 ]

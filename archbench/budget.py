@@ -109,7 +109,9 @@ class Budget:
                             consumed=consumed)
 
 
-def consumed(steps: int, tokens: int, seconds: float | None, flops_per_token: float | None) -> Consumed:
-    """What a run used; FLOPs = tokens x the arch's FLOPs per token (None where it states none)."""
-    return Consumed(steps=steps, tokens=tokens, seconds=seconds,
-                    flops=(flops_per_token * tokens) if flops_per_token else None)
+def consumed(steps: int, tokens: int, seconds: float | None, flops_per_token: float | None,
+             counted_flops: float | None = None) -> Consumed:
+    """What a run used. FLOPs: as counted batch by batch where the task counts them (seq2seq, from
+    each pair's real lengths), else tokens x the arch's FLOPs per token (None where it states none)."""
+    flops = counted_flops if counted_flops is not None else (flops_per_token * tokens if flops_per_token else None)
+    return Consumed(steps=steps, tokens=tokens, seconds=seconds, flops=flops)

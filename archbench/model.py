@@ -15,6 +15,8 @@ freshly built model to them, so a plug-in that misses a method fails at build ti
             search can reorder it with index_select), ``decode(memory, src_mask, tgt_in) -> logits
             (B, T, V)`` (teacher-forced, causal over tgt_in), and ``forward(src, src_mask, tgt_in)`` =
             decode(encode(...)). Greedy/beam search is one shared implementation over these calls.
+            Optional: ``pair_flops(src_len, tgt_len)``: training FLOPs of one pair of these real
+            lengths (ints or numpy arrays), the seq2seq FLOPs convention (see ``seq2seq_flops``).
   classify  ``forward(ids, mask) -> logits (B, num_classes)``.
   mlm       ``forward(ids, mask, token_type_ids=None, next_sentence=False) -> logits (B, T, V)``:
             bidirectional token logits at every position. With ``TaskSpec.num_classes = 2`` and
@@ -37,6 +39,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -140,3 +143,21 @@ def matmul_params(module: nn.Module) -> int:
             seen.add(id(m.weight))
             total += m.weight.numel()
     return total
+
+
+SEQ2SEQ_FLOPS_CONVENTION = (
+    "seq2seq FLOPs are counted per pair from its real source length s and target length t (padding not "
+    "counted): 6 x each matrix's weights per token it multiplies (encoder matrices per source token, decoder "
+    "matrices per target token) + 12 d per query-key pair of each attention (s x s, t x t, t x s), causal "
+    "masks not discounted; flops_per_token = those FLOPs / (s + t), averaged over the training pairs")
+
+
+def seq2seq_flops(model: Any, src_lens, tgt_lens) -> float | None:
+    """Training FLOPs of pairs with these real lengths, by the model's ``pair_flops`` (summed in
+    float64: a large model's total over a data set overflows int64); None if it states none."""
+    pair = getattr(model, "pair_flops", None)
+    if not callable(pair):
+        return None
+    s = np.asarray(src_lens, dtype=np.float64)
+    t = np.asarray(tgt_lens, dtype=np.float64)
+    return float(np.sum(pair(s, t)))

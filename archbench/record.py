@@ -46,7 +46,7 @@ class Consumed:
     steps: int = 0
     tokens: int = 0
     seconds: float | None = None
-    flops: float | None = None  # tokens x flops_per_token
+    flops: float | None = None  # counted per batch (seq2seq real lengths), else tokens x flops_per_token
 
 
 @dataclass

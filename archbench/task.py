@@ -51,6 +51,16 @@ class Task(abc.ABC):
     def evaluate(self, model, device, seq_len: int) -> dict[str, float]:
         """The task's metrics on the test split. The model is in eval mode, gradients are off."""
 
+    def flops_per_token(self, model, seq_len: int) -> float | None:
+        """Training FLOPs per token read, for budgets, MFU and the record: the model's own figure
+        at ``seq_len`` (a seq2seq task averages its training pairs' real lengths instead)."""
+        return model.flops_per_token(seq_len)
+
+    def batch_flops(self, model, batch) -> float | None:
+        """Training FLOPs of this batch where they depend on it (seq2seq: each pair's real
+        lengths); None: the engine counts tokens x flops_per_token."""
+        return None
+
     @abc.abstractmethod
     def data_info(self) -> dict[str, Any]:
         """Source, split sizes and fingerprint, for the result record (``fingerprint`` and

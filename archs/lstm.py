@@ -257,20 +257,24 @@ class LSTMSeq2Seq(NeuralModel):
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
-    def flops_per_token(self, seq_len: int) -> int:
-        """Per token the model reads (source and target alike, both ``seq_len`` long): 3 x the mean
-        of the encoder's forward FLOPs per source token (both directions, every layer, plus the
-        "general" key projection) and the decoder's per target token (its layers, the attention
-        scores and context over seq_len source states, W_c and the output layer)."""
+    def pair_flops(self, src_len, tgt_len):
+        """Training FLOPs (3 x forward) of one pair of s source and t target tokens: the encoder's
+        forward FLOPs per source token (both directions, every layer, plus the "general" key
+        projection), the decoder's per target token (its layers, W_c and the output layer), and
+        the attention scores and context, 2 x 2 x H per (target, source) pair."""
         c = self.cfg
         h2 = c.d_hidden // 2
         enc = 2 * sum(2 * _lstm_gate_params(c.d_embed if i == 0 else c.d_hidden, h2) for i in range(self.n_enc))
         if self.attn_w is not None:
             enc += 2 * c.d_hidden * c.d_hidden
         dec = 2 * sum(_lstm_gate_params(c.d_embed if i == 0 else c.d_hidden, c.d_hidden) for i in range(c.n_layer))
-        dec += 2 * 2 * seq_len * c.d_hidden  # scores and context
         dec += 2 * (2 * c.d_hidden * c.d_embed + c.d_embed * c.vocab_size)
-        return 3 * (enc + dec) // 2
+        return 3 * (enc * src_len + dec * tgt_len + 2 * 2 * c.d_hidden * src_len * tgt_len)
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Per token read when source and target are both ``seq_len`` long (planning); a run counts
+        its batches' real lengths with ``pair_flops``."""
+        return int(self.pair_flops(seq_len, seq_len)) // (2 * seq_len)
 
 
 class LSTMClassifier(NeuralModel):

@@ -158,15 +158,24 @@ class EncoderDecoderTransformer(NeuralModel):
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(src, src_mask), src_mask, tgt_in)
 
-    def flops_per_token(self, seq_len: int) -> int:
-        """Per token read, source and target alike (the unit the seq2seq tasks count and budgets
-        spend), with both ``seq_len`` long: one source plus one target token cost 6 * N_matmul +
-        12 * d * T * (L_enc + 2 L_dec) (encoder self-attention, decoder self- and cross-attention
-        score/value products), so each token read costs half of that. Equal to
+    def pair_flops(self, src_len, tgt_len):
+        """Training FLOPs of one pair of s source and t target tokens (archbench.model's seq2seq
+        convention): 6 x weights per token for every matrix -- the encoder's and the decoder's
+        cross-attention key/value projection per source token, the rest of the decoder and the
+        output layer per target token -- plus 12 d per query-key pair: encoder s x s, decoder
+        self-attention t x t and cross-attention t x s in every layer. Equal to
         torch.utils.flop_counter.FlopCounterMode's count (tests/test_flop_counter.py)."""
         c = self.cfg
-        return (6 * matmul_params(self) + attention_flops_per_token(
-            c.n_encoder_layer + 2 * c.n_decoder_layer, c.d_model, seq_len)) // 2
+        per_source = matmul_params(self.encoder) + sum(layer.cross.kv.weight.numel() for layer in self.decoder_layers)
+        per_target = matmul_params(self) - per_source
+        attention = 12 * c.d_model * (c.n_encoder_layer * src_len * src_len
+                                      + c.n_decoder_layer * tgt_len * (tgt_len + src_len))
+        return 6 * (per_source * src_len + per_target * tgt_len) + attention
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Per token read when source and target are both ``seq_len`` long (planning, before the data
+        is known); a run counts its batches' real lengths with ``pair_flops``."""
+        return int(self.pair_flops(seq_len, seq_len)) // (2 * seq_len)
 
     def planning_block(self) -> PlanningBlock:
         c, layer = self.cfg, self.decoder_layers[0]

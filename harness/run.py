@@ -181,7 +181,7 @@ def _stages(p: Prepared, rec: RunRecord, arch: ArchSpec, budget: Budget) -> None
     outcome = train_or_fit(model, p, budget, rec)
     train_mem, _ = hardware.peak_memory(p.device, mem_base)  # before the test evaluation (validation included)
     seconds = rec.throughput.train_seconds or rec.throughput.fit_seconds
-    rec.budget = budget.record(consumed(rec.steps, rec.tokens_seen, seconds, rec.flops_per_token))
+    rec.budget = budget.record(consumed(rec.steps, rec.tokens_seen, seconds, rec.flops_per_token, outcome.flops))
     eval_timing: dict[str, Any] = {}
     if outcome.status == "ok":
         with distributed.gathered(model):  # FSDP: whole parameters for methods other than forward
@@ -229,7 +229,7 @@ def plan_only(p: Prepared, rec: RunRecord) -> bool:
         return False
     planning.estimate_speed(plan, p.tcfg, p.device, p.dtype)
     rec.params = int(plan.model.num_params())
-    rec.flops_per_token = plan.model.flops_per_token(p.seq_len)
+    rec.flops_per_token = p.task.flops_per_token(plan.model, p.seq_len)
     rec.status = "planned"
     print(planning.describe(plan))
     return True
@@ -247,7 +247,7 @@ def build(p: Prepared, rec: RunRecord):
     rec.params = int(model.num_params())
     rec.non_embedding_params = non_embedding_params(model)
     rec.non_embedding_params_formula = NON_EMBEDDING_FORMULA
-    rec.flops_per_token = model.flops_per_token(p.seq_len)
+    rec.flops_per_token = p.task.flops_per_token(model, p.seq_len)
     return model
 
 
@@ -293,6 +293,9 @@ def measure(p: Prepared, rec: RunRecord, eval_timing: dict[str, Any], train_mem:
     if peak and p.dist.world_size > 1:  # tokens/s counts every rank, so MFU is against every device's peak
         peak, peak_source = peak * p.dist.world_size, f"{peak_source}, x {p.dist.world_size} devices"
     tps, fpt = rec.throughput.tokens_per_s, rec.flops_per_token
+    spent = rec.budget.consumed if rec.budget else None
+    if spent and spent.flops and spent.tokens:  # FLOPs counted per batch: the run's own FLOPs per token
+        fpt = spent.flops / spent.tokens
     mem, mem_kind = hardware.peak_memory(p.device, mem_base)
     return dataclasses.replace(
         rec.throughput, **eval_timing, peak_flops=peak, peak_flops_source=peak_source, peak_flops_probes=probes,

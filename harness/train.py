@@ -34,6 +34,7 @@ class TrainOutcome:
     train_seconds: float = 0.0
     tokens_per_s: float | None = None
     stop_reason: str = ""
+    flops: float | None = None  # counted per batch where the task counts them (seq2seq: real lengths)
     error: str | None = None
     resumed_from: dict[str, Any] | None = None  # the mid-run checkpoint this run continued from
     curve: list[dict[str, Any]] = field(default_factory=list)
@@ -114,7 +115,7 @@ def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.de
                 why = why or watch.check(state["last_loss"])
                 if why:
                     return _diverged(out, f"{why} at step {out.steps}", bar)
-                clock.add(out, n_tokens, time.perf_counter() - t0)
+                clock.add(out, n_tokens, time.perf_counter() - t0, step.last_flops)
                 bar.update(1)
                 bar.set_postfix(loss=f"{state['last_loss']:.3f}", refresh=False)
                 if ckpt is not None:
@@ -138,6 +139,7 @@ def _resume(ckpt: Checkpointer, model, opt, batches, generator, out: TrainOutcom
     if not torch.equal(generator.get_state(), meta["generator"]):
         raise RuntimeError(f"resuming {ckpt.source}: the data generator did not return to the saved position")
     out.steps, out.tokens_seen, out.train_seconds = meta["step"], meta["tokens_seen"], meta["train_seconds"]
+    out.flops = meta.get("flops")
     out.curve = list(meta["curve"])
     clock.tokens, clock.seconds = meta["clock"]
     state["last_loss"] = meta["last_loss"]
@@ -149,7 +151,7 @@ def _checkpoint(ckpt: Checkpointer, model, opt, generator, out: TrainOutcome, cl
     signum = ckpt.signalled(device)
     if not signum and not ckpt.due(out.steps):
         return
-    meta = {"step": out.steps, "tokens_seen": out.tokens_seen, "train_seconds": out.train_seconds,
+    meta = {"step": out.steps, "tokens_seen": out.tokens_seen, "train_seconds": out.train_seconds, "flops": out.flops,
             "curve": out.curve, "clock": (clock.tokens, clock.seconds), "last_loss": state["last_loss"],
             "batches_drawn": out.steps, "generator": generator.get_state(),
             "reason": signal.Signals(signum).name if signum else "checkpoint_every", **rng_state()}
@@ -194,23 +196,29 @@ class _Stepper:
     """One optimizer step over a global batch: this rank's rows in ``grad_accum`` micro-batches, each
     loss scaled by 1/grad_accum, gradients averaged over ranks by DDP/FSDP. Returns (mean loss over
     the global batch, tokens read by all ranks, None), or (None, tokens, why) when the loss or the
-    gradient norm is not finite (the run has diverged; no update is applied)."""
+    gradient norm is not finite (the run has diverged; no update is applied). ``last_flops``: the
+    global batch's FLOPs where the task counts them per batch (Task.batch_flops), else None."""
 
     def __init__(self, model, task, opt, device, autocast, tcfg: Mapping[str, Any], dist: distributed.Dist):
         self.model, self.task, self.opt, self.device, self.autocast, self.dist = model, task, opt, device, autocast, dist
         self.accum, self.grad_clip = int(tcfg.get("grad_accum", 1)), float(tcfg["grad_clip"])
+        self.inner, self.last_flops = distributed.unwrap(model), None
 
     def __call__(self, batch) -> tuple[float | None, int, str | None]:
         self.opt.zero_grad(set_to_none=True)
         parts = distributed.micro_batches(batch, self.dist, self.accum)
-        loss_sum, n_tokens = 0.0, 0
+        loss_sum, n_tokens, flops = 0.0, 0, []
         for i, part in enumerate(parts):
+            flops.append(self.task.batch_flops(self.inner, part))
             with distributed.no_sync(self.model, last=i == len(parts) - 1):
                 with self.autocast:
                     loss, n = self.task.loss(self.model, part, self.device)
                 (loss / self.accum).backward()
             loss_sum, n_tokens = loss_sum + loss.detach(), n_tokens + n
-        loss_sum, n_tokens = distributed.all_sum([float(loss_sum), float(n_tokens)], self.dist, self.device)
+        counted = None not in flops
+        loss_sum, n_tokens, total = distributed.all_sum([float(loss_sum), float(n_tokens), sum(flops) if counted else 0.0],
+                                                        self.dist, self.device)
+        self.last_flops = total if counted else None
         loss_mean = loss_sum / (self.accum * self.dist.world_size)
         if not math.isfinite(loss_mean):
             return None, int(n_tokens), f"loss is {loss_mean}"
@@ -228,9 +236,11 @@ class _Clock:
     def __init__(self):
         self.tokens, self.seconds = 0, 0.0
 
-    def add(self, out: TrainOutcome, n_tokens: int, dt: float) -> None:
+    def add(self, out: TrainOutcome, n_tokens: int, dt: float, flops: float | None = None) -> None:
         out.steps += 1
         out.tokens_seen += n_tokens
+        if flops is not None:
+            out.flops = (out.flops or 0.0) + flops
         out.train_seconds += dt
         if out.steps > TIMING_WARMUP_STEPS:
             self.tokens += n_tokens

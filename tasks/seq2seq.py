@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archbench import EVAL_BATCH, Task, TaskSpec
+from archbench import EVAL_BATCH, Task, TaskSpec, seq2seq_flops
 from tasks.data.examples import pad_batch, positive_int_or_none
 from tasks.data.given_splits import cap_splits, split_items
 from tasks.data.splits import check_fractions, fingerprint, require_nonempty
@@ -103,6 +103,21 @@ class Seq2SeqTask(Task, abc.ABC):
         which is what tokens/s and FLOPs refer to."""
         nll, tgt_mask, src_mask = self._token_nll(model, batch, device)
         return nll.sum() / tgt_mask.sum(), int(src_mask.sum() + tgt_mask.sum())
+
+    def flops_per_token(self, model, seq_len: int) -> float | None:
+        """The model's training FLOPs per token read, averaged over the training pairs at their real
+        lengths (archbench.model.SEQ2SEQ_FLOPS_CONVENTION): what an epoch costs per token. A model
+        without ``pair_flops`` gives its own figure at ``seq_len``."""
+        src, tgt = self.encoded["train"]
+        s = np.array([len(x) for x in src], dtype=np.float64)  # source + eos
+        t = np.array([len(y) + 1 for y in tgt], dtype=np.float64)  # bos + target, scored target + eos
+        total = seq2seq_flops(model, s, t)
+        return model.flops_per_token(seq_len) if total is None else total / float(s.sum() + t.sum())
+
+    def batch_flops(self, model, batch) -> float | None:
+        """This batch's training FLOPs from each pair's real source and target lengths."""
+        _, src_mask, _, _, tgt_mask = batch
+        return seq2seq_flops(model, src_mask.sum(1).cpu().numpy(), tgt_mask.sum(1).cpu().numpy())
 
     @torch.no_grad()
     def _mean_nll(self, model, split: str, device, limit: int | None = None) -> float:

@@ -71,9 +71,16 @@ class PrefixLMSeq2Seq(NeuralModel):
         logits = self.lm.forward_rows(tokens, state.cache, positions, key_mask)[:, -1]
         return logits, PrefixState(state.cache, key_mask, state.lengths, state.step + 1)
 
+    def pair_flops(self, src_len, tgt_len):
+        """One pair's training FLOPs: the LM over its s + t packed real tokens, each at the LM's
+        FLOPs per token for a context that long."""
+        n = src_len + tgt_len
+        per_token = self.lm.flops_per_token(n)
+        return None if per_token is None else per_token * n
+
     def flops_per_token(self, seq_len: int) -> int | None:
-        """Per token read (source + target, each ``seq_len`` long): the LM runs over the packed
-        2 x seq_len tokens, so each costs the LM's FLOPs per token at that length."""
+        """Per token read with source and target each ``seq_len`` long: the LM's FLOPs per token
+        over the packed 2 x seq_len tokens."""
         return self.lm.flops_per_token(2 * seq_len)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from archbench import SEQ2SEQ_FLOPS_CONVENTION
 from harness.report.significance import mark_board, pairwise, significance_lines
 from harness.report.figures import image_links, pyplot, save
 from harness.report.frame import (ARCH, CODE_VERSION, CREATED_AT, DATA_FINGERPRINT, DATA_SOURCE, LOWER_IS_BETTER, MFU, PARAMS,
@@ -136,9 +137,8 @@ def leaderboard_section(df: pd.DataFrame, curve_df: pd.DataFrame, out: Path, tas
     if notes:
         md += ["Rows split because their records are not comparable:", "", *notes, ""]
     if "kind" in df and (ok_runs(df, task)["kind"] == "seq2seq").any():
-        md += ["FLOPs convention (seq2seq): FLOPs per token *read*, source and target tokens alike, with both "
-               "sides train.seq_len long in the formula (each arch's `flops_per_token`, checked against "
-               "torch's FlopCounterMode in tests/test_flop_counter.py).", ""]
+        md += [f"FLOPs convention: {SEQ2SEQ_FLOPS_CONVENTION} (each arch's `pair_flops`, checked against torch's "
+               "FlopCounterMode in tests/test_flop_counter.py); the consumed FLOPs are summed batch by batch.", ""]
     protocols = ok_runs(df, task).get(metric_col("eval_protocol"), pd.Series(dtype=object)).dropna().unique()
     if len(protocols):
         md += [f"Test scoring protocol (`eval.stride`): {'; '.join(sorted(map(str, protocols)))}.", ""]
