@@ -29,11 +29,11 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralLM, NeuralModel
+from archs.layers.real_token_lstm import packed_run, run_real_tokens
 
 ATTN_SCORES = ("dot", "general")
 POOLS = ("mean", "max")
@@ -177,12 +177,10 @@ class LSTMLM(NeuralLM):
 
 
 def _packed_run(rnn: nn.LSTM, x: torch.Tensor, mask: torch.Tensor):
-    """Run over the real tokens only (right padding); returns padded outputs and (h_n, c_n)."""
-    lengths = mask.sum(1).clamp_min(1).cpu()
-    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out, (h, c) = rnn(packed)
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return out, h, c
+    """Run over the real tokens only (right padding); returns padded outputs and (h_n, c_n). On a
+    GPU cuDNN runs packed sequences natively; elsewhere the packed loop is slow and the same
+    function runs on the fused kernel (archs/layers/real_token_lstm.py)."""
+    return (packed_run if x.device.type == "cuda" else run_real_tokens)(rnn, x, mask)
 
 
 def _require_even(d_hidden: int) -> None:
