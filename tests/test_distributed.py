@@ -160,3 +160,44 @@ def test_compile_layers_compiles_each_repeated_layer_and_nothing_else():
     assert model._compiled_call_impl is None and model.lm_head._compiled_call_impl is None
     with pytest.raises(UserError, match="train.compile must be true or false"):
         _validate_train({**compose_conf()["train"], "compile": "yes"})
+
+
+# a run that never asked for periodic checkpoints sends itself SIGTERM after its 7th step (in the
+# training loop, so the moment is exact), as Slurm's preemption would
+SIGNAL_AT_STEP_7 = """
+import os, signal, sys
+from harness import sweep, train
+step = train._Stepper.__call__
+def stepped(self, batch, _n=[0]):
+    out = step(self, batch)
+    _n[0] += 1
+    if _n[0] == 7:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+train._Stepper.__call__ = stepped
+sys.exit(sweep.main(sys.argv[1:]))
+"""
+NO_PERIODIC = [o for o in TINY if not o.startswith(("train.max_steps", "train.eval_every"))] + \
+              ["train.max_steps=12", "train.eval_every=4", "train.checkpoint_every=0"]
+
+
+def test_sigterm_saves_a_checkpoint_even_with_checkpoint_every_0_and_the_rerun_resumes(tmp_path):
+    whole = tmp_path / "whole"
+    proc = run_cli(*NO_PERIODIC, f"results_dir={whole}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = only_record(whole)
+    cut = tmp_path / "cut"
+    term = subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP_7, *NO_PERIODIC, f"results_dir={cut}"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert term.returncode == 128 + signal.SIGTERM, term.stderr[-3000:]
+    assert "interrupted by SIGTERM at step 7" in term.stderr and not (cut / "runs").exists()
+    assert [p.name for p in cut.glob("checkpoints/*/step_*")] == ["step_7"]
+    proc = run_cli(*NO_PERIODIC, f"results_dir={cut}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = only_record(cut)
+    assert rec["resumed_from"]["step"] == 7 and rec["resumed_from"]["reason"] == "SIGTERM"
+    assert rec["run_key"] == ref["run_key"] and rec["steps"] == ref["steps"] == 12
+    for k, v in ref["metrics"].items():
+        assert rec["metrics"][k] == pytest.approx(v, abs=1e-6), k
+    assert [c["val_loss"] for c in rec["curve"]] == pytest.approx([c["val_loss"] for c in ref["curve"]], abs=1e-6)
+    assert not (cut / "checkpoints" / rec["run_key"]).exists()
