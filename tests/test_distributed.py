@@ -49,9 +49,11 @@ def one_process_accum2(tmp_path_factory):
     return only_record(d)
 
 
-@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
-def test_two_processes_train_like_one_with_the_same_global_batch(mode, tmp_path, one_process_accum2):
-    proc = torchrun(*TINY, f"dist={mode}", f"results_dir={tmp_path}")
+@pytest.mark.parametrize("mode, extra", [("fsdp", ()), ("ddp", ()),
+                                         # checkpointing changes no gradient, also inside sharded layers
+                                         ("fsdp", ("arch.activation_checkpointing=selective",))])
+def test_two_processes_train_like_one_with_the_same_global_batch(mode, extra, tmp_path, one_process_accum2):
+    proc = torchrun(*TINY, f"dist={mode}", *extra, f"results_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     rec = only_record(tmp_path)  # rank 0 alone wrote it
     assert rec["status"] == "ok" and rec["env"]["world_size"] == 2
