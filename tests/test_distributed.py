@@ -58,8 +58,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(mode, extra, tm
     rec = only_record(tmp_path)  # rank 0 alone wrote it
     assert rec["status"] == "ok" and rec["env"]["world_size"] == 2
     assert rec["dist"]["mode"] == mode and rec["dist"]["micro_batch"] == 2 and rec["dist"]["global_batch"] == 4
-    if mode == "fsdp":
+    if mode == "fsdp":  # built on meta and initialized shard by shard, yet the same weights (losses below)
         assert "fully_shard" in rec["dist"]["sharding"]
+        assert rec["dist"]["init"].startswith("built on the meta device, sharded"), rec["dist"]
     assert rec["tokens_seen"] == one_process_accum2["tokens_seen"] == 6 * 4 * 32  # tokens of all ranks
     assert "x 2 devices" in rec["throughput"]["peak_flops_source"]
     for ours, ref in zip(final_losses(rec), final_losses(one_process_accum2)):
