@@ -9,7 +9,8 @@ micro-batch loss is divided by grad_accum, so a step's gradient is the mean over
 each micro-batch equally, as torchtitan does).
 
 FSDP2 (``torch.distributed.fsdp.fully_shard``, the torchtitan recipe) shards every element of the
-model's ModuleLists (the repeated layers) and then the root, over a 1-D device mesh. On CUDA the
+model's ModuleLists (the repeated layers) and then the root, over a 1-D device mesh (the run builds
+the model on meta and shards it there, harness/meta_init.py, so it is never whole). On CUDA the
 mixed-precision policy computes in bf16 from fp32 master weights and reduces gradients in fp32; on
 CPU (gloo) everything stays fp32. Evaluation code may call methods other than ``forward`` (e.g.
 ``target_logprobs``), which FSDP's hooks do not see, so ``gathered`` unshards every parameter for it.
