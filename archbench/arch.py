@@ -71,6 +71,10 @@ def _check_hparam(arch: str, key: str, value: Any, hint: Any) -> None:
     finite numbers >= 0, switches booleans (a negative width would fail deep in torch, a nan silently)."""
     kinds = set(typing.get_args(hint)) - {type(None)} if typing.get_args(hint) else {hint}
     is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kinds == {bool, str}:  # a switch that also takes named modes (the arch checks which)
+        if not isinstance(value, (bool, str)):
+            raise UserError(f"arch.{key} of '{arch}' must be true, false or a mode name, got {value!r}")
+        return
     if bool in kinds and not isinstance(value, bool):
         raise UserError(f"arch.{key} must be true or false, got {value!r}")
     if int in kinds and float not in kinds and (not is_int or value < 1):

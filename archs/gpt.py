@@ -12,12 +12,12 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
 from archbench import Recipe, TaskSpec, register_arch
 from archbench.errors import UserError
 from archbench.model import NeuralLM, PlanningBlock, matmul_params
 from archs.layers.attention import KVCache, RotaryEmbedding
+from archs.layers.checkpointing import mode_of, run_layer
 from archs.layers.fused_ce import linear_cross_entropy
 from archs.layers.blocks import MLPS, NORMS, TransformerLayer, attention_flops_per_token, init_gpt2_style, make_norm
 from archs.layers.prefix_lm import build_prefix_lm
@@ -41,10 +41,12 @@ class GPTConfig:
     positions: str = "learned"  # learned | rope
     rope_base: float = 10000.0
     tie_embeddings: bool = True
-    activation_checkpointing: bool = False  # recompute each layer in backward: memory for time
+    # none | full | selective (archs/layers/checkpointing.py); true / false mean full / none
+    activation_checkpointing: bool | str = "none"
     attention: str = "sdpa"  # set per run from the top-level `attention` key (harness/run.py)
 
     def __post_init__(self):
+        object.__setattr__(self, "activation_checkpointing", mode_of(self.activation_checkpointing, "gpt"))
         if self.d_model % self.n_head:
             raise UserError(f"gpt: n_head={self.n_head} does not divide d_model={self.d_model}; "
                             "pick n_head among the divisors of d_model")
@@ -174,10 +176,10 @@ class GPT(NeuralLM):
             rope = (self.rope(start, t) if positions.dim() == 1 else
                     (self.rope.cos[positions][:, None], self.rope.sin[positions][:, None]))
         x = self.drop(x)
-        recompute = self.cfg.activation_checkpointing and self.training and cache is None
+        recompute = self.cfg.activation_checkpointing if self.training and cache is None else "none"
         for i, block in enumerate(self.blocks):
-            if recompute:
-                x = checkpoint(block, x, causal=True, rope=rope, use_reentrant=False)
+            if recompute != "none":
+                x = run_layer(recompute, block, x, causal=True, rope=rope)
             else:
                 x = block(x, causal=True, key_padding_mask=key_mask, rope=rope, cache=cache, layer=i)
         if cache is not None:
@@ -187,6 +189,11 @@ class GPT(NeuralLM):
     @property
     def recomputes_layers(self) -> bool:
         """Activation checkpointing is on (harness/planner.py counts one recomputed layer for it)."""
+        return self.cfg.activation_checkpointing != "none"
+
+    @property
+    def checkpointing(self) -> str:
+        """none | full | selective: what harness/planner.py counts as kept for backward."""
         return self.cfg.activation_checkpointing
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:

@@ -9,7 +9,8 @@ micro-batch loss is divided by grad_accum, so a step's gradient is the mean over
 each micro-batch equally, as torchtitan does).
 
 FSDP2 (``torch.distributed.fsdp.fully_shard``, the torchtitan recipe) shards every element of the
-model's ModuleLists (the repeated layers) and then the root, over a 1-D device mesh. On CUDA the
+model's ModuleLists (the repeated layers) and then the root, over a 1-D device mesh (the run builds
+the model on meta and shards it there, harness/meta_init.py, so it is never whole). On CUDA the
 mixed-precision policy computes in bf16 from fp32 master weights and reduces gradients in fp32; on
 CPU (gloo) everything stays fp32. Evaluation code may call methods other than ``forward`` (e.g.
 ``target_logprobs``), which FSDP's hooks do not see, so ``gathered`` unshards every parameter for it.
@@ -144,7 +145,10 @@ def wrap(model: torch.nn.Module, d: Dist, dtype: torch.dtype, device: torch.devi
          compile_layers: bool = False) -> torch.nn.Module:
     """The model as the training step calls it: itself, DDP-wrapped, or sharded in place by FSDP2.
     ``compile_layers``: torch.compile each repeated layer first (torchtitan's order: compile, then
-    shard), one compiled graph serving every layer of the same shape."""
+    shard), one compiled graph serving every layer of the same shape. A model already sharded (built
+    on meta and sharded there, harness/meta_init.py) is returned as it is."""
+    if d.mode == "fsdp" and is_sharded(model):
+        return model
     if compile_layers:
         for layer in _layers(model):
             layer.compile()
@@ -166,6 +170,11 @@ def wrap(model: torch.nn.Module, d: Dist, dtype: torch.dtype, device: torch.devi
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model itself (DDP's inner module): what evaluation and checkpoints see."""
     return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+
+
+def is_sharded(model) -> bool:
+    """Is any part of ``model`` sharded by FSDP2 already?"""
+    return bool(_fsdp_modules(model))
 
 
 def _fsdp_modules(model) -> list:

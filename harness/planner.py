@@ -9,7 +9,8 @@ memory plan for the configured batch, sequence length, precision and optimizer:
   activations the bytes autograd saves for backward in one training forward + loss, counted
               exactly by running the task's loss on the meta model (each storage once, parameters
               excluded), plus one layer's worth when the model recomputes layers in backward
-              (activation checkpointing); under bf16 autocast float32 tensors are counted at 2 bytes
+              (activation checkpointing), plus, for selective checkpointing, every layer's matmul
+              and attention outputs (what it keeps); under bf16 autocast float32 tensors are counted at 2 bytes
               and the bf16 copies of matmul weights are added (an approximation)
 
 It fits when the total is at most ``HEADROOM`` of the memory available now (/proc/meminfo
@@ -111,15 +112,29 @@ def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int, wei
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        task.loss(model, batch, meta)
+        # kept until the count ends: a freed storage's address could come back and read as seen
+        held = task.loss(model, batch, meta)  # noqa: F841
         if getattr(model, "recomputes_layers", False) and hasattr(model, "planning_block"):
             # activation checkpointing keeps only each layer's input; while a layer is recomputed
             # in backward its full activations exist once more: count one layer's worth
             pb = model.planning_block()
             pb.module(**pb.make_inputs(int(tcfg["batch_size"]), int(tcfg["seq_len"]), meta))
+            if getattr(model, "checkpointing", "full") == "selective":
+                total += pb.count * _selective_layer_bytes(pb, tcfg, shrink)
     if weight_copies and dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
         total += int(matmul_params(model) * torch.finfo(dtype).bits / 8)
     return total
+
+
+def _selective_layer_bytes(pb, tcfg, shrink: float) -> int:
+    """What selective checkpointing keeps of one layer beyond its input (kept by autograd's hooks
+    outside it): the outputs of its matmuls and attention kernel (archs/layers/checkpointing.py)."""
+    from archs.layers.checkpointing import selective_saved_bytes
+
+    inputs = pb.make_inputs(int(tcfg["batch_size"]), int(tcfg["seq_len"]), torch.device("meta"))
+    size = lambda t: int(t.numel() * t.element_size() * (shrink if t.dtype == torch.float32 else 1.0))  # noqa: E731
+    with torch.no_grad():
+        return selective_saved_bytes(lambda: pb.module(**inputs), size)
 
 
 def plan_memory(arch_spec, task, hp, spec, tcfg, device: torch.device, dtype: torch.dtype, seed: int, *,

@@ -1,8 +1,9 @@
 """Mid-run checkpoints, so a preempted or killed run resumes where it stopped and ends with the record
 it would have written uninterrupted.
 
-With ``train.checkpoint_every`` > 0: every that many steps, and when SIGTERM / SIGUSR1 / SIGUSR2
-arrives (Slurm's preemption and time-limit warnings), the model and optimizer are saved with
+Every ``train.checkpoint_every`` steps (0: never), and whenever SIGTERM / SIGUSR1 / SIGUSR2 arrives
+during training, whatever checkpoint_every says (Slurm sends them on preemption and before the time
+limit, also to jobs that never asked for periodic checkpoints), the model and optimizer are saved with
 torch.distributed.checkpoint (each rank writes its own shards; one process works the same way),
 beside ``meta.pt``: the step (which fixes the learning-rate schedule), tokens and seconds so far,
 the learning curve, and the data position (how many global batches were drawn, and the data
@@ -104,8 +105,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ signals
     def __enter__(self):
-        if not self.every:  # checkpointing is off: a signal ends the run as it always would
-            return self
+        """Catch the signals even with checkpoint_every=0: a preempted job then saves and resumes."""
         for s in SIGNALS:
             try:
                 self._previous[s] = signal.signal(s, self._on_signal)

@@ -22,7 +22,7 @@ from archbench.budget import consumed
 from archbench.errors import UserError
 from archbench.record import DataInfo, Env, RunRecord, Throughput, NEWER, load_record, quarantine, record_path, write_record
 from archs.layers.attention import backend_choice, resolve_backend
-from harness import checkpoints, distributed, hardware, planner as planning, plugins, recipes, resume
+from harness import checkpoints, distributed, hardware, meta_init, planner as planning, plugins, recipes, resume
 from harness.config import validate
 from harness.evaluate import evaluate
 from harness.identity import carry_over, code_version, key_of, stale_reason, supersede
@@ -66,6 +66,7 @@ class Prepared:
     dtype: torch.dtype
     generator: torch.Generator
     dist: distributed.Dist = dataclasses.field(default_factory=distributed.Dist)
+    built: str | None = None  # under FSDP: how the model came to be sharded (harness/meta_init.py)
 
     @property
     def tcfg(self) -> Mapping[str, Any]:
@@ -236,10 +237,20 @@ def plan_only(p: Prepared, rec: RunRecord) -> bool:
 
 
 def build(p: Prepared, rec: RunRecord):
-    """The model, built on the device it runs on (a large model never passes through host memory)."""
-    with torch.device(p.device):
-        model = p.arch.build(p.task.kind, p.hparams, p.spec)
-    if hasattr(model, "to"):
+    """The model, built on the device it runs on (a large model never passes through host memory);
+    under FSDP built on meta, sharded and initialized shard by shard (harness/meta_init.py), so no
+    rank ever holds it whole -- with the very weights the ordinary build gives."""
+    model = None  # p.dist.mode is set once per run: p.built is this run's
+    if p.dist.mode == "fsdp" and not p.arch.fitted and not p.conf.get("init_from"):
+        model, why = meta_init.build_sharded(
+            lambda: p.arch.build(p.task.kind, p.hparams, p.spec),
+            lambda m: distributed.wrap(m, p.dist, p.dtype, p.device, compile_layers=bool(p.tcfg.get("compile"))),
+            p.device)
+        p.built = why if model is not None else f"built whole on every rank, then sharded: {why}"
+    if model is None:
+        with torch.device(p.device):
+            model = p.arch.build(p.task.kind, p.hparams, p.spec)
+    if hasattr(model, "to") and not distributed.is_sharded(model):
         model = model.to(p.device)
     check_model(model, p.task.kind, p.arch.name)
     if p.conf.get("init_from"):
@@ -273,6 +284,8 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
         print(f"{desc}: training on {p.device.type}, up to {t['max_steps'] or 'budget'} steps of {t['batch_size']} x "
               f"{p.seq_len} tokens{val}", flush=True)
     rec.dist = p.dist.record(int(p.tcfg.get("grad_accum", 1)), int(p.tcfg["batch_size"]), p.dtype)
+    if p.built:
+        rec.dist["init"] = p.built
     ckpt = resume.Checkpointer(resume.run_dir(p.conf["results_dir"], rec.run_key), int(p.tcfg.get("checkpoint_every", 0)),
                                p.dist, rec.run_key, dict(p.conf), p.tcfg.get("resume_from"))
     wrapped = distributed.wrap(model, p.dist, p.dtype, p.device, compile_layers=bool(p.tcfg.get("compile")))

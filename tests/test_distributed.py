@@ -49,15 +49,18 @@ def one_process_accum2(tmp_path_factory):
     return only_record(d)
 
 
-@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
-def test_two_processes_train_like_one_with_the_same_global_batch(mode, tmp_path, one_process_accum2):
-    proc = torchrun(*TINY, f"dist={mode}", f"results_dir={tmp_path}")
+@pytest.mark.parametrize("mode, extra", [("fsdp", ()), ("ddp", ()),
+                                         # checkpointing changes no gradient, also inside sharded layers
+                                         ("fsdp", ("arch.activation_checkpointing=selective",))])
+def test_two_processes_train_like_one_with_the_same_global_batch(mode, extra, tmp_path, one_process_accum2):
+    proc = torchrun(*TINY, f"dist={mode}", *extra, f"results_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     rec = only_record(tmp_path)  # rank 0 alone wrote it
     assert rec["status"] == "ok" and rec["env"]["world_size"] == 2
     assert rec["dist"]["mode"] == mode and rec["dist"]["micro_batch"] == 2 and rec["dist"]["global_batch"] == 4
-    if mode == "fsdp":
+    if mode == "fsdp":  # built on meta and initialized shard by shard, yet the same weights (losses below)
         assert "fully_shard" in rec["dist"]["sharding"]
+        assert rec["dist"]["init"].startswith("built on the meta device, sharded"), rec["dist"]
     assert rec["tokens_seen"] == one_process_accum2["tokens_seen"] == 6 * 4 * 32  # tokens of all ranks
     assert "x 2 devices" in rec["throughput"]["peak_flops_source"]
     for ours, ref in zip(final_losses(rec), final_losses(one_process_accum2)):
@@ -160,3 +163,44 @@ def test_compile_layers_compiles_each_repeated_layer_and_nothing_else():
     assert model._compiled_call_impl is None and model.lm_head._compiled_call_impl is None
     with pytest.raises(UserError, match="train.compile must be true or false"):
         _validate_train({**compose_conf()["train"], "compile": "yes"})
+
+
+# a run that never asked for periodic checkpoints sends itself SIGTERM after its 7th step (in the
+# training loop, so the moment is exact), as Slurm's preemption would
+SIGNAL_AT_STEP_7 = """
+import os, signal, sys
+from harness import sweep, train
+step = train._Stepper.__call__
+def stepped(self, batch, _n=[0]):
+    out = step(self, batch)
+    _n[0] += 1
+    if _n[0] == 7:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+train._Stepper.__call__ = stepped
+sys.exit(sweep.main(sys.argv[1:]))
+"""
+NO_PERIODIC = [o for o in TINY if not o.startswith(("train.max_steps", "train.eval_every"))] + \
+              ["train.max_steps=12", "train.eval_every=4", "train.checkpoint_every=0"]
+
+
+def test_sigterm_saves_a_checkpoint_even_with_checkpoint_every_0_and_the_rerun_resumes(tmp_path):
+    whole = tmp_path / "whole"
+    proc = run_cli(*NO_PERIODIC, f"results_dir={whole}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = only_record(whole)
+    cut = tmp_path / "cut"
+    term = subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP_7, *NO_PERIODIC, f"results_dir={cut}"], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert term.returncode == 128 + signal.SIGTERM, term.stderr[-3000:]
+    assert "interrupted by SIGTERM at step 7" in term.stderr and not (cut / "runs").exists()
+    assert [p.name for p in cut.glob("checkpoints/*/step_*")] == ["step_7"]
+    proc = run_cli(*NO_PERIODIC, f"results_dir={cut}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = only_record(cut)
+    assert rec["resumed_from"]["step"] == 7 and rec["resumed_from"]["reason"] == "SIGTERM"
+    assert rec["run_key"] == ref["run_key"] and rec["steps"] == ref["steps"] == 12
+    for k, v in ref["metrics"].items():
+        assert rec["metrics"][k] == pytest.approx(v, abs=1e-6), k
+    assert [c["val_loss"] for c in rec["curve"]] == pytest.approx([c["val_loss"] for c in ref["curve"]], abs=1e-6)
+    assert not (cut / "checkpoints" / rec["run_key"]).exists()

@@ -95,17 +95,21 @@ def test_meta_activation_count_equals_a_real_count(corpus):
     assert total > 0 and 0 <= total - p.record["memory"]["activations_bytes"] <= 3 * 8
 
 
-def test_activation_checkpointing_plans_layer_inputs_plus_one_recomputed_layer(corpus):
+def test_activation_checkpointing_plans_layer_inputs_plus_one_recomputed_layer_and_selective_keeps(corpus):
     task = lm_task(corpus)
     tcfg = {"batch_size": 2, "seq_len": 32}
     spec = task.spec(32)
     acts = {}
-    for ckpt in (False, True):
+    for ckpt in (False, True, "selective"):
         hp = replace(ARCHS["gpt"].sizes["tiny"], n_layer=6, activation_checkpointing=ckpt)
         p = planning.plan_memory(ARCHS["gpt"], task, hp, spec, tcfg, torch.device("cpu"), torch.float32, 0)
         acts[ckpt] = p.record["memory"]["activations_bytes"]
     layer_input = 2 * 32 * 128 * 4
     assert 6 * layer_input < acts[True] < acts[False] / 2
+    # selective keeps, beyond full, every layer's matmul outputs (qkv, attention out-projection, MLP in
+    # and out: 3 + 1 + 4 + 1 widths of d_model) and the attention output with its logsumexp
+    kept = 6 * (9 * layer_input + layer_input + 2 * 4 * 32 * 4)
+    assert acts["selective"] - acts[True] == kept and acts["selective"] < acts[False]
 
 
 def test_run_that_does_not_fit_is_planned_and_never_built_for_real(corpus, tmp_path, memory, monkeypatch):

@@ -188,17 +188,23 @@ def test_gpt_bf16_on_cuda_with_xformers_matches_math():
         torch.testing.assert_close(fast(idx).float(), ref(idx).float(), atol=5e-2, rtol=5e-2)
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("mode", [True, "full", "selective"])
+@pytest.mark.parametrize("attention", ["sdpa", "math"])
+def test_activation_checkpointing_gives_the_same_gradients(mode, attention):
+    """Recomputing in backward (every op, or only the cheap ones) changes no gradient; dropout too,
+    since the recompute replays the forward's random state."""
     torch.manual_seed(0)
     idx = torch.randint(0, 23, (2, 12))
     grads = []
-    for ckpt in (False, True):
+    for ckpt in (False, mode):
         torch.manual_seed(1)
-        model = GPT(_tiny_gpt(activation_checkpointing=ckpt)).train()
+        model = GPT(_tiny_gpt(activation_checkpointing=ckpt, attention=attention, dropout=0.1,
+                              positions="rope", mlp="swiglu")).train()
+        assert model.recomputes_layers == (ckpt is not False)
         model(idx).logsumexp(-1).mean().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
 def test_rope_scores_depend_only_on_relative_position():

@@ -75,10 +75,13 @@ step gpt7b_xformers 90 "$PY" -m harness.sweep "${RUN7B[@]}" attention=xformers t
 summarize xformers | tee "$OUT/gpt7b_xformers.summary"
 step bench_ours 150 "$PY" -m harness.bench.vs_hf --impl ours --size "$SIZE" --batch "$BATCH" --seq-len "$SEQ"
 step bench_hf 150 "$PY" -m harness.bench.vs_hf --impl hf --size "$SIZE" --batch "$BATCH" --seq-len "$SEQ"
+# the issue's lever: selective (op-level) activation checkpointing instead of full, same step otherwise
+step bench_ours_selective 150 "$PY" -m harness.bench.vs_hf --impl ours --size "$SIZE" --batch "$BATCH" --seq-len "$SEQ" \
+  --activation-checkpointing selective
 "$PY" - "$OUT" <<'EOF' | tee "$OUT/bench.summary"
 import json, sys
 from pathlib import Path
-for impl in ("ours", "hf"):
+for impl in ("ours", "hf", "ours_selective"):
     p = Path(sys.argv[1], f"bench_{impl}.log")
     lines = [l for l in p.read_text().splitlines() if l.startswith("{")] if p.exists() else []
     if not lines:

@@ -264,11 +264,21 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
-        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        self.head_dim, self.max_len, self.base = head_dim, max_len, base
+        cos, sin = self._tables(None)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.head_dim
+        inv_freq = 1.0 / self.base ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d)
+        angles = torch.outer(torch.arange(self.max_len, dtype=torch.float32, device=device), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)  # (max_len, head_dim)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        return angles.cos(), angles.sin()
+
+    def reset_buffers(self) -> None:
+        """Recompute the tables where they live (a model built on meta, then given real memory)."""
+        self.cos, self.sin = self._tables(self.cos.device)
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         if start + length > self.cos.shape[0]:

@@ -11,6 +11,8 @@
                 vocab 50304, fp32 on a CPU, beside nanoGPT's model.py (--nanogpt / $NANOGPT_DIR) in
                 interleaved rounds, at 1 and 2 threads: tokens/s, MFU, time per phase, the ratio.
   decoding.py   the seq2seq cells of study=tasks decoded with and without incremental state.
+  activations.py  the bytes a GPT training forward holds for backward under activation_checkpointing
+                none / selective / full, counted exactly (live storages made in forward), not timed.
   memory.py     the peak memory of the CPU attention and GPT steps, in a fresh process, after all timings.
   baselines.py  n-gram estimation and HMM forward-backward beside hmmlearn
                 (``python -m harness.bench.baselines``).

@@ -1,4 +1,5 @@
-"""``python -m harness.bench [--only attention|gpt|baselines] ...``: the parts in order, then the memory pass."""
+"""``python -m harness.bench [--only attention|gpt|activations|decoding|baselines] ...``: the parts in order, then
+the memory pass."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ import torch
 from archbench.errors import ArgumentParser, UserError, check_output_file, user_errors_exit
 from archbench.files import write_atomic
 from harness import hardware
-from harness.bench import attention, attention_gpu, baselines, decoding, gpt_step
+from harness.bench import activations, attention, attention_gpu, baselines, decoding, gpt_step
 from harness.bench.memory import measure_memory
 
 DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
@@ -28,7 +29,7 @@ def _thread_counts(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
-    ap.add_argument("--only", choices=("attention", "gpt", "decoding", "baselines"),
+    ap.add_argument("--only", choices=("attention", "gpt", "activations", "decoding", "baselines"),
                     help="run one part (baselines: harness/bench/baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
     ap.add_argument("--max-len", type=int, help="longest attention sequence (default 4096 on a CPU, 16384 on CUDA)")
@@ -109,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         results["gpt"] = _gpt(device, args.steps, args.nanogpt, args.gpt_threads)
     if "attention" in results or "gpt" in results:
         _memory(results, device)
+    if args.only in (None, "activations"):
+        s = activations.ACT_SHAPE
+        print(f"activations held for backward by a GPT training forward + loss ({s['n_layer']} layers, d "
+              f"{s['d_model']}, T {s['seq_len']}, batch {s['batch']}, fp32 on the CPU; counted exactly, not timed), "
+              "by activation_checkpointing mode:")
+        results["activations"] = activations.activation_bench()
+        activations.print_activations(results["activations"])
     if args.only in (None, "decoding"):
         print("decoding: the seq2seq cells of study=tasks after their training, test split, task's search, "
               "incremental vs prefix reread, interleaved rounds in this process")

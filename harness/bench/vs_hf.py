@@ -1,9 +1,11 @@
 """One training step of a GPT size (7b by default) against HF transformers' LlamaForCausalLM at the
 same shape and settings: ``python -m harness.bench.vs_hf --impl ours|hf [--size 7b] [--batch 4]
-[--seq-len 2048]``. Prints one JSON line: tokens/s, MFU and peak memory.
+[--seq-len 2048] [--activation-checkpointing full|selective|none]``. Prints one JSON line: tokens/s, MFU
+and peak memory.
 
 Both sides run the step the engine runs: fp32 master weights, bf16 autocast on CUDA, activation
-checkpointing of every layer, cross-entropy on fp32 logits, gradient clipping and the engine's fused
+checkpointing of every layer (ours: ``--activation-checkpointing`` picks the mode; HF has full only),
+cross-entropy on fp32 logits, gradient clipping and the engine's fused
 AdamW, on random tokens of the preset's vocabulary. Both are counted with the same FLOPs per token
 (our model's 6N + attention, torchtitan's formula), so MFU compares time alone. Run each side in its
 own process: a 7B model and its optimizer leave no room for a second one on the device.
@@ -21,14 +23,14 @@ import torch.nn.functional as F
 from harness import hardware
 
 
-def _ours(cfg, device):
+def _ours(cfg, device, ac: str = "full"):
     from archs.gpt import GPT
 
     with torch.device(device):
-        return GPT(replace(cfg, activation_checkpointing=True, attention="sdpa"))
+        return GPT(replace(cfg, activation_checkpointing=ac, attention="sdpa"))
 
 
-def _hf(cfg, device):
+def _hf(cfg, device, ac: str = "full"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     hf_cfg = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
@@ -42,7 +44,7 @@ def _hf(cfg, device):
     return model
 
 
-def bench(impl: str, size: str, batch: int, seq_len: int, steps: int, warmup: int) -> dict:
+def bench(impl: str, size: str, batch: int, seq_len: int, steps: int, warmup: int, ac: str = "full") -> dict:
     from archs.gpt import GPT, SIZES
     from harness.config import compose_dict
     from harness.train import make_optimizer
@@ -54,7 +56,7 @@ def bench(impl: str, size: str, batch: int, seq_len: int, steps: int, warmup: in
     with torch.device("meta"):
         fpt = GPT(cfg).flops_per_token(seq_len)  # the same count for both sides
     torch.manual_seed(0)
-    model = (_ours if impl == "ours" else _hf)(cfg, device).train()
+    model = (_ours if impl == "ours" else _hf)(cfg, device, ac).train()
     tcfg = compose_dict([])["train"]
     opt = make_optimizer(model, tcfg)
     x = torch.randint(0, cfg.vocab_size, (batch, seq_len), device=device)
@@ -88,7 +90,8 @@ def bench(impl: str, size: str, batch: int, seq_len: int, steps: int, warmup: in
             "flops_per_token": fpt, "step_s": dt, "tokens_per_s": tps, "mfu": tps * fpt / peak if peak else None,
             "peak_flops_source": peak_source, "peak_mem_gib": mem / 2**30 if mem else None,
             "losses": losses, "device": hardware.device_name(device), "torch": torch.__version__,
-            "settings": "fp32 master weights, bf16 autocast, full activation checkpointing, sdpa, fused AdamW"}
+            "activation_checkpointing": ac,
+            "settings": f"fp32 master weights, bf16 autocast, {ac} activation checkpointing, sdpa, fused AdamW"}
 
 
 def main(argv=None) -> int:
@@ -99,8 +102,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--activation-checkpointing", dest="ac", default="full", choices=("full", "selective", "none"),
+                    help="ours only (HF's Llama has full checkpointing only)")
     a = ap.parse_args(argv)
-    print(json.dumps(bench(a.impl, a.size, a.batch, a.seq_len, a.steps, a.warmup)))
+    if a.impl == "hf" and a.ac != "full":
+        ap.error("--activation-checkpointing: HF's LlamaForCausalLM has full checkpointing only")
+    print(json.dumps(bench(a.impl, a.size, a.batch, a.seq_len, a.steps, a.warmup, a.ac)))
     return 0
 
 
