@@ -49,3 +49,14 @@ def test_study_sizes(study, n_jobs, tmp_path):
 def test_a_flop_budget_on_the_command_line_replaces_the_study_token_budget(tmp_path):
     confs = _jobs("scaling", tmp_path, "budget.tokens=null", "budget.flops=2e12")
     assert {(c["budget"]["tokens"], c["budget"]["flops"]) for c in confs} == {(None, 2e12)}
+
+
+def test_tasks_study_runs_every_cell_two_at_a_time_on_one_thread_each(tmp_path):
+    """study=tasks: 6 archs x 5 tasks, through the joblib launcher (2 jobs), threads=1 in every cell,
+    so its metrics are those of the cells run one after another at threads=1."""
+    from harness.config import compose
+
+    confs = _jobs("tasks", tmp_path)
+    assert len(confs) == 30 and {c["threads"] for c in confs} == {1}
+    launcher = compose(["study=tasks"], hydra_cfg=True).hydra.launcher
+    assert launcher.n_jobs == 2 and "joblib" in launcher._target_.lower()
