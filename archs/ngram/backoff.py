@@ -129,12 +129,19 @@ class BackoffLM:
         lengths = np.array([len(s) for s in sentences], dtype=np.int64)
         flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sentences]) if len(sentences) else \
             np.zeros(0, dtype=np.int64)
+        logp, _ = self.flat_logprobs(flat, lengths)
+        sent = np.repeat(np.arange(len(sentences)), lengths + (1 if self.eos is not None else 0))
+        return logp, sent
+
+    def flat_logprobs(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sentence_logprobs`` of sentences given concatenated (``flat``) with their ``lengths``,
+        with no Python step per sentence; returns (log-probabilities, the predicted ids)."""
         padded, starts = pad_sentences(flat, lengths, self.bos, self.eos)
         targets = np.ones(len(padded), dtype=bool)
         targets[starts] = False  # <s> is context only
         ctx = contexts_in_segments(padded, starts, self.order - 1)[targets]
-        sent = np.repeat(np.arange(len(sentences)), lengths + (1 if self.eos is not None else 0))
-        return self.logprob(ctx, padded[targets]), sent
+        predicted = padded[targets]
+        return self.logprob(ctx, predicted), predicted
 
     def sample(self, rng: np.random.Generator, n: int, max_len: int,
                prefix: list[int] | None = None) -> list[list[int]]:
@@ -251,19 +258,25 @@ def _ids_of(model: BackoffLM, rows: np.ndarray) -> np.ndarray:
     return ids
 
 
-def pad_sentences(flat: np.ndarray, lengths: np.ndarray, bos: int, eos: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate sentences as ``<s> tokens [</s>]`` each; returns (padded ids, start of each)."""
+def pad_sentences(flat: np.ndarray, lengths: np.ndarray, bos: int, eos: int | None,
+                  dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate sentences as ``<s> tokens [</s>]`` each; returns (padded ids, start of each).
+    Temporaries are one boolean per position, so a 10M-token corpus pads without 80 MB index arrays."""
     lengths = np.asarray(lengths, dtype=np.int64)
     extra = 2 if eos is not None else 1
     sizes = lengths + extra
     ends = np.cumsum(sizes)
     starts = ends - sizes
-    padded = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    is_token = np.ones(total, dtype=bool)
+    is_token[starts] = False
+    if eos is not None:
+        is_token[ends - 1] = False
+    padded = np.empty(total, dtype=dtype)
+    padded[is_token] = flat
     padded[starts] = bos
     if eos is not None:
         padded[ends - 1] = eos
-    sent = np.repeat(np.arange(len(lengths)), lengths)
-    padded[np.arange(len(flat)) + sent * extra + 1] = flat
     return padded, starts
 
 
