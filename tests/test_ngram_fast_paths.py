@@ -102,3 +102,39 @@ def test_file_estimate_equals_sentence_estimate(tmp_path):
         assert np.array_equal(x, y)
     assert estimate(np.zeros(0, dtype=np.int32), np.zeros(3, dtype=np.int64), order=2, vocab=["<unk>", "</s>", "<s>"],
                     eos=1, unk=0).counts()[0] == 3
+
+
+def _arpa_text_by_lines(model) -> str:
+    """The former writer: one Python join and one f-string per n-gram."""
+    from archs.ngram.arpa import LN10, _fmt
+
+    vocab = np.array(model.vocab, dtype=object)
+    out = ["\\data\\\n", *(f"ngram {n}={c}\n" for n, c in enumerate(model.counts(), start=1))]
+    for n in range(1, model.order + 1):
+        out.append(f"\n\\{n}-grams:\n")
+        words = [" ".join(r) for r in vocab[model.rows(n)].tolist()]
+        lp = model.logp[n - 1] / LN10
+        if n == 1:
+            lp = lp.copy()
+            lp[model.bos] = -np.inf
+        if n < model.order:
+            lb = (model.logb[n - 1] / LN10).tolist()
+            out.extend(f"{_fmt(p)}\t{w}\t{_fmt(b)}\n" for p, w, b in zip(lp.tolist(), words, lb))
+        else:
+            out.extend(f"{_fmt(p)}\t{w}\n" for p, w in zip(lp.tolist(), words))
+    out.append("\n\\end\\\n")
+    return "".join(out)
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_arpa_writer_writes_what_the_line_by_line_writer_wrote(tmp_path, order):
+    from archs.ngram.arpa import read_arpa, write_arpa
+
+    rng = np.random.default_rng(order)
+    words = [f"w{i}" for i in range(30)]
+    sentences = [list(rng.choice(words, size=rng.integers(0, 10))) for _ in range(300)]
+    for model in (estimate_from_sentences(sentences, order, KENLM_FALLBACK),):
+        path = write_arpa(model, tmp_path / "m.arpa", chunk=7)
+        assert path.read_text(encoding="utf-8") == _arpa_text_by_lines(model)
+        pruned = read_arpa(path)  # a model read back, written again: same text
+        assert write_arpa(pruned, tmp_path / "again.arpa").read_text() == _arpa_text_by_lines(pruned)

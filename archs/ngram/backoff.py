@@ -58,7 +58,11 @@ class BackoffLM:
         table = self.keys[n - 1]
         if len(table) == 0:
             return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
-        idx = np.searchsorted(table, keys)
+        # searching in sorted order walks the table forward (numpy narrows each search with the
+        # one before): several times faster than random probes into a large table
+        by_key = np.argsort(keys)
+        idx = np.empty(len(keys), dtype=np.intp)
+        idx[by_key] = np.searchsorted(table, keys[by_key])
         idx_c = np.minimum(idx, len(table) - 1)
         found = valid & (idx < len(table)) & (table[idx_c] == keys)
         return idx_c, found

@@ -114,10 +114,9 @@ def count_ngrams(padded: np.ndarray, starts: np.ndarray, order: int, base: int):
             inv -= 1
         keys_by_order.append(uniq)
         raw.append(counts.astype(np.int64))
-        ctx = ids_prev[first_at].astype(np.int64)
-        suffix.append(uniq // base)
-        first.append(uniq % base)
-        prefix.append(ctx)
+        prefix.append(ids_prev[first_at])  # ids and tokens as narrow as padded's: only indices
+        suffix.append((uniq // base).astype(padded.dtype))
+        first.append((uniq % base).astype(padded.dtype))
         if n < order:
             ids_prev = np.append(inv, -1).astype(padded.dtype, copy=False)  # the last position starts no n-gram
         del inv
