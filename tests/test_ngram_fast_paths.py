@@ -11,17 +11,18 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from archs.ngram.backoff import pad_sentences
 from archs.ngram.kneser_ney import KENLM_FALLBACK, count_ngrams, estimate
-from archs.ngram.token_ids import OTHER_SPACE, read_token_ids
+from archs.ngram.token_ids import ASCII_SPACE, OTHER_SPACE, read_token_ids
 from archs.ngram.words import WordVocab, estimate_from_file, estimate_from_sentences, read_token_file
 
 
 def test_other_space_is_every_non_ascii_separator_of_str_split():
     every = {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
-    assert every - set(" \t\n\r\x0b\x0c") == set(OTHER_SPACE)
+    assert set(ASCII_SPACE.decode()) <= every
+    assert every - set(ASCII_SPACE.decode()) == set(OTHER_SPACE)
 
 
 PIECES = ["a", "b", "cc", "é", "日本", "<s>", "</s>", "<unk>", " ", " ", "\t", "\n", "\n", "\r", "\x0b",
-          "\x1c", "\x85", "\xa0", "\u2003", "\u3000", "x<s>"]
+          "\x1c", "\x00", "\x08", "\x0e", "\x85", "\xa0", "\u2003", "\u3000", "x<s>"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

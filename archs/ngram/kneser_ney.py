@@ -22,8 +22,10 @@ Definitions, for a model of order N over sentences padded as ``<s> w1 .. wm </s>
   p(w) = u(w) + gamma() / V with V = every predictable id (words, ``</s>``, ``<unk>``; not ``<s>``).
 - the ARPA back-off weight of h is gamma(h) when h has continuations, else 1.
 
-Counting is vectorized: every order is one ``np.unique`` over int64 keys (suffix id x (V + 1) + first
-token), with continuation counts from ``np.bincount``; no Python loop runs per token.
+Counting is vectorized: every order is one hash pass (``pandas.factorize``) over int64 keys (suffix
+id x (V + 1) + first token) and a sort of the distinct keys only, with continuation counts from
+``np.bincount``; no Python loop runs per token (``count_ngrams``; the former ``np.unique`` counting
+is the oracle in tests/test_ngram_fast_paths.py).
 """
 from __future__ import annotations
 

@@ -25,8 +25,6 @@ ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() breaks on
 OTHER_SPACE = "\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
               "\u2028\u2029\u202f\u205f\u3000"
 _OTHER_SPACE_RE = re.compile(f"[{OTHER_SPACE}]")
-_IS_SPACE = np.zeros(256, dtype=bool)
-_IS_SPACE[list(ASCII_SPACE)] = True
 CHUNK_BYTES = 1 << 23
 
 
@@ -57,7 +55,8 @@ def _chunk_codes(chunk: bytes) -> tuple[np.ndarray, list[bytes], np.ndarray]:
     import pyarrow.compute as pc
 
     arr = np.frombuffer(chunk, dtype=np.uint8)
-    space = _IS_SPACE[arr]
+    space = arr == 32
+    space |= (arr - np.uint8(9)) < 5  # \t \n \v \f \r (bytes below 9 wrap around to 247 and up)
     word = ~space
     start = word.copy()
     start[1:] &= space[:-1]
