@@ -139,3 +139,25 @@ def test_arpa_writer_writes_what_the_line_by_line_writer_wrote(tmp_path, order):
         assert path.read_text(encoding="utf-8") == _arpa_text_by_lines(model)
         pruned = read_arpa(path)  # a model read back, written again: same text
         assert write_arpa(pruned, tmp_path / "again.arpa").read_text() == _arpa_text_by_lines(pruned)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 7), min_size=1, max_size=12), min_size=1, max_size=30), st.integers(1, 5),
+       st.lists(st.lists(st.integers(0, 8), max_size=9), min_size=1, max_size=8), st.booleans())
+def test_chained_scoring_equals_logprob_of_contexts(train, order, test, sentence_mode):
+    """flat_logprobs (n-gram lookups reused as the next position's contexts) gives exactly the
+    floats of logprob over explicit context rows, including unseen words and <unk>."""
+    from archs.ngram.backoff import contexts_in_segments
+
+    v = 9  # ids 0..8 predictable, 9 is <s>; 8 never occurs in training
+    eos = 0 if sentence_mode else None
+    lm = estimate(np.array([t for s in train for t in s], dtype=np.int64), np.array([len(s) for s in train]),
+                  order=order, vocab=[f"t{i}" for i in range(v)] + ["<s>"], eos=eos, unk=None)
+    flat = np.array([t for s in test for t in s], dtype=np.int64)
+    lengths = np.array([len(s) for s in test])
+    got, predicted = lm.flat_logprobs(flat, lengths)
+    padded, starts = pad_sentences(flat, lengths, v, eos)
+    targets = np.ones(len(padded), dtype=bool)
+    targets[starts] = False
+    want = lm.logprob(contexts_in_segments(padded, starts, order - 1)[targets], padded[targets])
+    assert np.array_equal(got, want) and np.array_equal(predicted, padded[targets])
