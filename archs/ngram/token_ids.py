@@ -21,7 +21,7 @@ from archbench.errors import UserError
 
 SPECIAL = ("<s>", "</s>", "<unk>")  # dropped from the text, as lmplz drops them
 ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() breaks on
-# every other character that str.split() breaks on (tests/test_ngram_token_ids.py checks the list)
+# every other character that str.split() breaks on (tests/test_ngram_fast_paths.py checks the list)
 OTHER_SPACE = "\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
               "\u2028\u2029\u202f\u205f\u3000"
 _OTHER_SPACE_RE = re.compile(f"[{OTHER_SPACE}]")
