@@ -111,7 +111,10 @@ def query_comparison(text: str, test: str, tmp: str, order: int) -> dict:
         out["kenlm_skipped"] = "KenLM's build_binary and query are not on PATH or in $KENLM_BIN"
         return out
     binary = str(Path(tmp) / "ours.binary")
-    subprocess.run([build, arpa, binary], check=True, capture_output=True)
+    built = subprocess.run([build, arpa, binary], capture_output=True, text=True)
+    if built.returncode != 0:
+        out["kenlm_skipped"] = f"build_binary exited with {built.returncode}: {built.stderr.strip()[-200:]}"
+        return out
     empty = Path(tmp) / "empty.txt"
     empty.write_text("")
     runs = {"test": [], "empty": []}
