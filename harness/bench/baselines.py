@@ -97,7 +97,12 @@ def print_ngram(r: dict) -> None:
         print(f"  query: {q['error']}")
         return
     o = q["ours"]
-    print(f"  ours  ARPA write (its own child, after the estimate): {o['arpa_write_s']:.2f} s")
+    with_arpa = ours["wall_s"] + o["arpa_write_s"]
+    lmplz_default = est.get("lmplz_default", {})
+    vs = (f" -> with it, {lmplz_default['wall_s'] / with_arpa:.2f}x the speed of lmplz at its default -S"
+          if lmplz_default.get("rc") == 0 else "")
+    print(f"  ours  ARPA write (its own child, after the estimate): {o['arpa_write_s']:.2f} s; estimation + ARPA "
+          f"{with_arpa:.2f} s{vs}")
     print(f"  query: ours {o['query']['tokens'] / o['query_s']:,.0f} tokens/s ({o['query']['tokens']:,} tokens, "
           f"{o['query_s']:.3f} s, model in memory, perplexity {o['query']['perplexity']:.4f})", end="")
     if "kenlm" in q:
