@@ -101,6 +101,11 @@ def test_file_estimate_equals_sentence_estimate(tmp_path):
     assert a.vocab == b.vocab and a.counts() == b.counts()
     for x, y in zip(a.keys + a.logp + a.logb, b.keys + b.logp + b.logb):
         assert np.array_equal(x, y)
+    test = tmp_path / "test.txt"
+    test.write_text("w1 w2 unseen w3\n\nw39 <unk> other w0\n")
+    vocab = WordVocab(a.vocab)
+    got, want = vocab.encode_file(test), vocab.encode(read_token_file(test))
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist() and got[2] == want[2] == 2
     assert estimate(np.zeros(0, dtype=np.int32), np.zeros(3, dtype=np.int64), order=2, vocab=["<unk>", "</s>", "<s>"],
                     eos=1, unk=0).counts()[0] == 3
 

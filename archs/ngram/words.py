@@ -76,7 +76,6 @@ class WordVocab:
         ids[oov] = self.unk
         return ids, lengths, int(oov.sum())
 
-
     def encode_file(self, path) -> tuple[np.ndarray, np.ndarray, int]:
         """``encode`` of a token file's sentences, read without a Python object per token."""
         from archs.ngram.token_ids import read_token_ids
