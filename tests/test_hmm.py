@@ -222,6 +222,7 @@ def test_benchmark_prints_figures(monkeypatch, capsys):
     assert main(["--words", "20000", "--order", "3", "--ks", "4,8"]) == 0
     out = capsys.readouterr().out
     assert "n-gram order 3 on 20,0" in out and "estimation" in out and "MiB" in out
+    assert "lmplz: skipped" in out and "KenLM query skipped" in out and "tokens/s" in out
     assert out.count("(1 threads)") == 2  # both K rows, under this file's one-thread fixture
 
 

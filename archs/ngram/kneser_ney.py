@@ -22,8 +22,10 @@ Definitions, for a model of order N over sentences padded as ``<s> w1 .. wm </s>
   p(w) = u(w) + gamma() / V with V = every predictable id (words, ``</s>``, ``<unk>``; not ``<s>``).
 - the ARPA back-off weight of h is gamma(h) when h has continuations, else 1.
 
-Counting is vectorized: every order is one ``np.unique`` over int64 keys (suffix id x (V + 1) + first
-token), with continuation counts from ``np.bincount``; no Python loop runs per token.
+Counting is vectorized: every order is one hash pass (``pandas.factorize``) over int64 keys (suffix
+id x (V + 1) + first token) and a sort of the distinct keys only, with continuation counts from
+``np.bincount``; no Python loop runs per token (``count_ngrams``; the former ``np.unique`` counting
+is the oracle in tests/test_ngram_fast_paths.py).
 """
 from __future__ import annotations
 
@@ -57,6 +59,72 @@ def discounts_from_counts_of_counts(t: list[int], order: int,
     return np.array([0.0, *fallback], dtype=np.float64), True
 
 
+def _sorted_factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct keys, int32 index of each key among them, count of each distinct key,
+    position of its first occurrence): what ``np.unique(keys, return_inverse=True,
+    return_counts=True, return_index=True)`` gives, by hashing (pandas.factorize) and sorting only
+    the distinct keys, several times faster than np.unique's argsort of all the keys."""
+    import pandas as pd
+
+    codes, uniq = pd.factorize(keys, sort=False)  # codes number the keys in order of first appearance
+    counts = np.bincount(codes, minlength=len(uniq))
+    order = np.argsort(uniq)
+    rank = np.empty(len(uniq), dtype=np.int32 if len(uniq) < 2**31 else np.int64)
+    rank[order] = np.arange(len(uniq), dtype=rank.dtype)
+    inv = rank[codes]
+    running = np.maximum.accumulate(codes, out=codes)  # codes are not needed any more
+    new = np.empty(len(running), dtype=bool)
+    new[:1] = True
+    np.greater(running[1:], running[:-1], out=new[1:])  # the running maximum grows: a new code
+    del running, codes
+    first_at = np.flatnonzero(new)
+    return uniq[order], inv, counts[order], first_at[order]
+
+
+def count_ngrams(padded: np.ndarray, starts: np.ndarray, order: int, base: int):
+    """Per order n: (sorted keys, raw counts, suffix id, first token, context id) of every n-gram
+    of the padded sentences (``padded`` int32, sentences beginning at ``starts``); order 1 is dense.
+
+    ``ids[p]`` is the id of the (n-1)-gram that starts at p, -1 where none fits in p's sentence.
+    The n-gram at p is its first token ``padded[p]`` and the (n-1)-gram at p + 1, and it fits when
+    that one does and p + 1 starts no sentence. Positions where it does not fit get key -1, which
+    sorts first among the distinct keys: shifting all indices down by one makes it the next -1.
+    Only contiguous array passes and one hash per position: no gather of valid positions.
+    """
+    total = len(padded)
+    cut = np.zeros(total, dtype=bool)  # cut[p]: no n-gram (n >= 2) at p-1 can reach p
+    cut[starts] = True
+    cut = cut[1:]
+    raw = [np.bincount(padded, minlength=base).astype(np.int64)]
+    suffix: list[np.ndarray | None] = [None]  # id at order n-1 of the last n-1 tokens of each n-gram
+    prefix: list[np.ndarray | None] = [None]  # id at order n-1 of the first n-1 tokens (its context)
+    first: list[np.ndarray | None] = [None]
+    keys_by_order: list[np.ndarray] = [np.arange(base, dtype=np.int64)]
+    ids_prev = padded
+    for n in range(2, order + 1):
+        keys = ids_prev[1:].astype(np.int64)
+        gap = cut | (keys < 0)
+        keys *= base
+        keys += padded[:-1]
+        keys[gap] = -1
+        del gap
+        uniq, inv, counts, first_at = _sorted_factorize(keys)
+        del keys
+        lead = int(len(uniq) > 0 and uniq[0] < 0)  # 1 when some position has no n-gram
+        uniq, counts, first_at = uniq[lead:], counts[lead:], first_at[lead:]
+        if lead:
+            inv -= 1
+        keys_by_order.append(uniq)
+        raw.append(counts.astype(np.int64))
+        prefix.append(ids_prev[first_at])  # ids and tokens as narrow as padded's: only indices
+        suffix.append((uniq // base).astype(padded.dtype))
+        first.append((uniq % base).astype(padded.dtype))
+        if n < order:
+            ids_prev = np.append(inv, -1).astype(padded.dtype, copy=False)  # the last position starts no n-gram
+        del inv
+    return keys_by_order, raw, suffix, first, prefix
+
+
 def estimate(tokens: np.ndarray, lengths: np.ndarray, *, order: int, vocab: list[str], eos: int | None,
              unk: int | None = None, discount_fallback: tuple[float, float, float] | None = KENLM_FALLBACK
              ) -> BackoffLM:
@@ -71,41 +139,21 @@ def estimate(tokens: np.ndarray, lengths: np.ndarray, *, order: int, vocab: list
     v = len(vocab) - 1
     base = v + 1
     bos = v
-    tokens = np.asarray(tokens, dtype=np.int64)
+    tokens = np.asarray(tokens)
+    if tokens.dtype.kind not in "iu":
+        tokens = tokens.astype(np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(tokens) == 0 and eos is None:
         raise UserError("cannot estimate an n-gram model from no tokens")
     if len(tokens) and (tokens.min() < 0 or tokens.max() >= v):
         raise ValueError(f"token ids must be in [0, {v}), got {tokens.min()}..{tokens.max()}")
-    padded, starts = pad_sentences(tokens, lengths, bos, eos)
-    total = len(padded)
-    sizes = np.diff(np.append(starts, total))
-    remaining = np.repeat(starts + sizes, sizes) - np.arange(total)  # tokens from p to its sentence end
-
-    # ---- counting: order n ids at every position where a window of n tokens fits ----
-    raw = [np.bincount(padded, minlength=base).astype(np.int64)]
-    suffix: list[np.ndarray | None] = [None]  # id at order n-1 of the last n-1 tokens of each n-gram
-    prefix: list[np.ndarray | None] = [None]  # id at order n-1 of the first n-1 tokens (its context)
-    first: list[np.ndarray | None] = [None]
-    keys_by_order: list[np.ndarray] = [np.arange(base, dtype=np.int64)]
-    ids_prev = padded
-    for n in range(2, order + 1):
-        pos = np.flatnonzero(remaining >= n)
-        keys = ids_prev[pos + 1] * base + padded[pos]
-        uniq, inv, cnt = np.unique(keys, return_inverse=True, return_counts=True)
-        ctx = np.empty(len(uniq), dtype=np.int64)
-        ctx[inv] = ids_prev[pos]
-        keys_by_order.append(uniq)
-        raw.append(cnt.astype(np.int64))
-        suffix.append(uniq // base)
-        first.append(uniq % base)
-        prefix.append(ctx)
-        if n < order:
-            ids = np.full(total, -1, dtype=np.int64)
-            ids[pos] = inv
-            ids_prev = ids
-        del pos, keys, inv
-    del ids_prev, remaining
+    # ids and n-gram indices in int32 where they fit: fewer bytes to move
+    narrow = len(tokens) + 2 * len(lengths) < 2**31 - 1 and base < 2**31
+    padded, starts = pad_sentences(tokens, lengths, bos, eos, dtype=np.int32 if narrow else np.int64)
+    n_tokens = len(tokens)
+    del tokens
+    keys_by_order, raw, suffix, first, prefix = count_ngrams(padded, starts, order, base)
+    del padded
 
     # ---- adjusted counts ----
     adjusted: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * order
@@ -167,6 +215,6 @@ def estimate(tokens: np.ndarray, lengths: np.ndarray, *, order: int, vocab: list
         "counts_of_counts": {str(n + 1): coc[n] for n in range(order)},
         "discount_fallback_orders": fallback_orders,
         "sentences": int(len(lengths)),
-        "tokens": int(len(tokens)),
+        "tokens": int(n_tokens),
     }
     return BackoffLM(order, list(vocab), keys_by_order, logp, logb, eos=eos, unk=unk, info=info)

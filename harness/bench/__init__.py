@@ -16,6 +16,9 @@
   memory.py     the peak memory of the CPU attention and GPT steps, in a fresh process, after all timings.
   baselines.py  n-gram estimation and HMM forward-backward beside hmmlearn
                 (``python -m harness.bench.baselines``).
+  ngram_vs_kenlm.py  our Kneser-Ney estimator and KenLM's lmplz as child processes on the same
+                text file (wall time, max RSS from wait4, interleaved rounds), and query throughput
+                beside KenLM's query; ngram_child.py is our side's child.
   measure.py    timing, the peak-memory probe (harness/hardware.py's, as the engine uses), exponents.
   cli.py        the entry point.
 

@@ -1,12 +1,12 @@
 """Benchmarks of the classic baselines: ``python -m harness.bench.baselines [--words N] [--ks 16,64,...]``.
 
-1. n-gram: order-5 Kneser-Ney estimation time and peak memory on a word corpus of about 10M words,
-   made from the builtin English text: each line is a real sentence spliced at a random point with
-   the tail of another real sentence (plain repetition would leave almost no singleton n-grams and
-   so no Kneser-Ney discounts), drawn with a fixed seed until the word count is reached. Reported:
-   word -> id mapping time, estimation time (counting + smoothing), peak numpy memory during
-   estimation (tracemalloc), the process's max RSS. If KenLM's ``lmplz`` is on PATH (or in
-   $KENLM_BIN) the same corpus is given to it (``-o 5 -S 4G``) for a reference time.
+1. n-gram: order-5 Kneser-Ney on a word corpus of about 10M words, made from the builtin English
+   text: each line is a real sentence spliced at a random point with the tail of another real
+   sentence (plain repetition would leave almost no singleton n-grams and so no Kneser-Ney
+   discounts), drawn with a fixed seed until the word count is reached, written to a temporary
+   text file. Our estimator and KenLM's ``lmplz`` (on PATH or in $KENLM_BIN; skipped otherwise)
+   each run as child processes on that file, interleaved, and query throughput is compared with
+   KenLM's ``query``: harness/bench/ngram_vs_kenlm.py states exactly what each side includes.
 2. HMM: forward-backward throughput (tokens/s) against the number of states K, for one gradient
    step (forward filter + hand-written backward) and one EM E-step (forward, backward, expected
    counts), batch 16 x 128 tokens, byte vocabulary, fp32, median of 3 timed runs after a warm-up.
@@ -19,15 +19,10 @@ Timings are wall-clock on whatever machine runs this; on a shared machine they a
 """
 from __future__ import annotations
 
-import os
-import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -55,51 +50,80 @@ def spliced_corpus(n_words: int, seed: int = 0) -> list[list[str]]:
     return out
 
 
-def bench_ngram(n_words: int, order: int = 5) -> dict:
-    from archs.ngram.kneser_ney import KENLM_FALLBACK, estimate
-    from archs.ngram.words import WordVocab
+def bench_ngram(n_words: int, order: int = 5, rounds: int = 3, lmplz_memory: str = "1G",
+                test_words: int = 1_000_000) -> dict:
+    """Write the corpus (and a test file, another seed) as text, then time both sides as child
+    processes on those files (harness/bench/ngram_vs_kenlm.py says exactly what each includes)."""
+    from harness.bench.ngram_vs_kenlm import estimation_rounds, query_comparison
 
     t0 = time.perf_counter()
     corpus = spliced_corpus(n_words)
     t_corpus = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    vocab = WordVocab.from_sentences(corpus)
-    ids, lengths, _ = vocab.encode(corpus)
-    t_map = time.perf_counter() - t0
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    lm = estimate(ids, lengths, order=order, vocab=vocab.words, eos=vocab.eos, unk=vocab.unk,
-                  discount_fallback=KENLM_FALLBACK)
-    t_est = time.perf_counter() - t0
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    result = {"words": int(len(ids)), "sentences": len(corpus), "types": len(vocab.words), "order": order,
-              "corpus_build_s": t_corpus, "word_to_id_s": t_map, "estimate_s": t_est,
-              "estimate_peak_numpy_bytes": peak,
-              "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-              "ngrams": lm.counts(), "discount_fallback_orders": lm.info["discount_fallback_orders"]}
-    lmplz = _lmplz()
-    if lmplz:
-        with tempfile.TemporaryDirectory() as tmp:
-            text = Path(tmp) / "corpus.txt"
-            text.write_text("\n".join(" ".join(s) for s in corpus) + "\n", encoding="utf-8")
-            t0 = time.perf_counter()
-            r = subprocess.run(["/usr/bin/time", "-v", lmplz, "-o", str(order), "-S", "4G", "-T", tmp,
-                                "--discount_fallback", "--text", str(text), "--arpa", os.devnull],
-                               capture_output=True, text=True)
-            t_lmplz = time.perf_counter() - t0
-            rss = next((int(line.split(":")[1]) * 1024 for line in r.stderr.splitlines()
-                        if "Maximum resident set size" in line), None)
-            result["lmplz"] = {"seconds_incl_arpa_write": t_lmplz, "max_rss_bytes": rss, "rc": r.returncode}
+    with tempfile.TemporaryDirectory() as tmp:
+        text, test = Path(tmp) / "corpus.txt", Path(tmp) / "test.txt"
+        text.write_text("\n".join(" ".join(s) for s in corpus) + "\n", encoding="utf-8")
+        del corpus
+        test_lines = spliced_corpus(min(test_words, n_words), seed=1)
+        test.write_text("\n".join(" ".join(s) for s in test_lines) + "\n", encoding="utf-8")
+        result = {"order": order, "corpus_build_s": t_corpus, "corpus_bytes": text.stat().st_size,
+                  "lmplz_memory": lmplz_memory, "rounds": rounds}
+        result["estimation"] = estimation_rounds(str(text), tmp, order, rounds, lmplz_memory)
+        result["query"] = query_comparison(str(text), str(test), tmp, order)
     return result
 
 
-def _lmplz() -> str | None:
-    if os.environ.get("KENLM_BIN"):
-        path = Path(os.environ["KENLM_BIN"]) / "lmplz"
-        return str(path) if path.exists() else None
-    found = shutil.which("lmplz")
-    return found if found and shutil.which("/usr/bin/time") else None
+def print_ngram(r: dict) -> None:
+    mib = 2 ** 20
+    est = r["estimation"]
+    ours = est["ours"]
+    if ours.get("rc") != 0:
+        print(f"n-gram: our estimator's child failed (rc={ours.get('rc')})")
+        return
+    ph = ours["phases"]
+    print(f"n-gram order {r['order']} on {ph['words']:,} words ({ph['sentences']:,} lines, {ph['types']:,} types, "
+          f"{r['corpus_bytes'] / mib:,.0f} MiB of text; builtin sentences spliced at random points); each side a "
+          f"child process on the same text file, {r['rounds']} interleaved rounds, best wall time, largest max RSS (wait4):")
+    print(f"  n-grams per order {ph['ngrams']}; fallback discounts at orders {ph['discount_fallback_orders'] or 'none'}")
+    print(f"  ours  estimation, text -> ids -> model: {ours['wall_s']:.2f} s wall ({ours['cpu_s']:.2f} s CPU), max RSS "
+          f"{ours['max_rss_bytes'] / mib:,.0f} MiB; of it read + estimate {ph['read_and_estimate_s']:.2f} s, the rest "
+          f"({ours['wall_s'] - ph['read_and_estimate_s']:.2f} s) Python start and imports (torch included); no ARPA write")
+    for name, side in est.items():
+        if name.startswith("lmplz_") and isinstance(side, dict):
+            _print_lmplz(name, side, ours, r)
+    if "lmplz_skipped" in est:
+        print(f"  lmplz: skipped ({est['lmplz_skipped']})")
+    q = r["query"]
+    if "error" in q:
+        print(f"  query: {q['error']}")
+        return
+    o = q["ours"]
+    with_arpa = ours["wall_s"] + o["arpa_write_s"]
+    lmplz_default = est.get("lmplz_default", {})
+    vs = (f" -> with it, {lmplz_default['wall_s'] / with_arpa:.2f}x the speed of lmplz at its default -S"
+          if lmplz_default.get("rc") == 0 else "")
+    print(f"  ours  ARPA write (its own child, after the estimate): {o['arpa_write_s']:.2f} s; estimation + ARPA "
+          f"{with_arpa:.2f} s{vs}")
+    print(f"  query: ours {o['query']['tokens'] / o['query_s']:,.0f} tokens/s ({o['query']['tokens']:,} tokens, "
+          f"{o['query_s']:.3f} s, model in memory, perplexity {o['query']['perplexity']:.4f})", end="")
+    if "kenlm" in q:
+        k = q["kenlm"]
+        print(f"; KenLM query (probing binary of our ARPA) {k['tokens'] / k['query_s']:,.0f} tokens/s "
+              f"({k['query_s']:.3f} s = {k['wall_s']:.3f} s run - {k['load_s']:.3f} s load of an empty input, "
+              f"perplexity {k['perplexity']:.4f})")
+    else:
+        print(f"; KenLM query skipped ({q['kenlm_skipped']})")
+
+
+def _print_lmplz(name: str, side: dict, ours: dict, r: dict) -> None:
+    mib = 2 ** 20
+    flag = "at its default -S (80% of RAM)" if name == "lmplz_default" else f"-S {r['lmplz_memory']}"
+    if side.get("rc") != 0:
+        print(f"  lmplz {flag}: failed (rc={side.get('rc')})")
+        return
+    print(f"  lmplz -o {r['order']} {flag}, its ARPA write to /dev/null included: {side['wall_s']:.2f} s wall "
+          f"({side['cpu_s']:.2f} s CPU), max RSS {side['max_rss_bytes'] / mib:,.0f} MiB -> ours: "
+          f"{side['wall_s'] / ours['wall_s']:.2f}x its speed by wall time ({side['cpu_s'] / ours['cpu_s']:.2f}x by CPU time), "
+          f"{ours['max_rss_bytes'] / side['max_rss_bytes']:.2f}x its max RSS")
 
 
 def bench_hmm(ks: list[int], batch: int = 16, seq_len: int = 128, vocab: int = 256, repeats: int = 3) -> list[dict]:
@@ -139,6 +163,8 @@ def check_args(args) -> list[int]:
     """The HMM state counts; a UserError for values the benchmarks cannot use."""
     if args.words < 1:
         raise UserError(f"--words must be a positive integer, got {args.words}")
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be a positive integer, got {args.rounds}")
     if not 1 <= args.order <= 6:
         raise UserError(f"--order must be in 1..6, got {args.order}")
     try:
@@ -182,26 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m harness.bench.baselines", description=__doc__.split("\n\n")[0])
     ap.add_argument("--words", type=int, default=10_000_000, help="n-gram corpus size in words (default 10M)")
     ap.add_argument("--order", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved n-gram rounds, best of each side (default 3)")
+    ap.add_argument("--lmplz-memory", default="1G", help="the stated -S lmplz also runs with, beside its default (default 1G)")
     ap.add_argument("--ks", default="16,64,256,1024", help="HMM state counts, comma-separated")
     ap.add_argument("--skip-ngram", action="store_true")
     ap.add_argument("--skip-hmm", action="store_true")
     args = ap.parse_args(argv)
     with user_errors_exit():
         ks = check_args(args)
-    mib = 2 ** 20
     if not args.skip_ngram:
-        r = bench_ngram(args.words, args.order)
-        print(f"n-gram order {r['order']} on {r['words']:,} words ({r['sentences']:,} lines, {r['types']:,} types; "
-              f"builtin sentences spliced at random points):")
-        print(f"  word->id {r['word_to_id_s']:.1f} s; estimation {r['estimate_s']:.1f} s "
-              f"({r['words'] / r['estimate_s']:,.0f} words/s); peak numpy memory during estimation "
-              f"{r['estimate_peak_numpy_bytes'] / mib:,.0f} MiB; process max RSS {r['process_max_rss_bytes'] / mib:,.0f} MiB")
-        print(f"  n-grams per order {r['ngrams']}; fallback discounts at orders {r['discount_fallback_orders'] or 'none'}")
-        if "lmplz" in r:
-            lz = r["lmplz"]
-            rss = f"{lz['max_rss_bytes'] / mib:,.0f} MiB" if lz["max_rss_bytes"] else "?"
-            print(f"  KenLM lmplz on the same text: {lz['seconds_incl_arpa_write']:.1f} s (incl. ARPA to /dev/null), "
-                  f"max RSS {rss}, rc={lz['rc']}")
+        print_ngram(bench_ngram(args.words, args.order, args.rounds, args.lmplz_memory))
     if not args.skip_hmm:
         print("HMM forward-backward, batch 16 x 128 tokens, vocab 256, fp32 (tokens/s, median of 3); hmmlearn's "
               "score_samples on the same sequences, interleaved with our E-step (best of each):")
