@@ -114,6 +114,7 @@ class Env:
     device: str | None = None
     device_name: str | None = None
     threads: int | None = None
+    flush_denormal: bool | None = None  # CPU subnormals as zero (the flush_denormal config key)
     cuda: str | None = None
     world_size: int = 1
 

@@ -35,7 +35,7 @@ UNIT_FLOATS = ("min_lr_ratio",)
 PLAN_MODES = ("auto", "always")
 # Flags: Hydra reads `force=no` or `force='false'` as a string, which would be truthy; only a YAML
 # boolean is accepted.
-BOOL_FLAGS = ("force", "report", "checkpoint", "train.progress")
+BOOL_FLAGS = ("force", "report", "checkpoint", "train.progress", "flush_denormal")
 
 
 def group_options(group: str) -> list[str]:
