@@ -212,12 +212,12 @@ def environment(device: torch.device) -> dict:
         "device": device.type,
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
-        "flush_denormal": _flushes_denormals() if device.type == "cpu" else None,
+        "flush_denormal": flushes_denormals() if device.type == "cpu" else None,
         "cuda": torch.version.cuda,
     }
 
 
-def _flushes_denormals() -> bool:
+def flushes_denormals() -> bool:
     """Whether this process treats subnormal floats as zero (torch.set_flush_denormal): read back,
     as the product of two small normal floats whose exact value is subnormal."""
     return bool((torch.tensor(1e-30) * torch.tensor(1e-10)).item() == 0.0)

@@ -188,3 +188,16 @@ def test_real_token_lstm_equals_the_packed_run(layers, bidirectional):
         results.append((out, h, c, *torch.autograd.grad(loss, [x, *rnn.parameters()])))
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_step_bench_trains_the_same_model_under_every_setting():
+    """harness.bench's LSTM step: packed and real-token encoders, subnormals kept or flushed, train
+    the same function from the same start (losses agree), and the process's flush setting is restored."""
+    from harness.bench import lstm_step
+    from harness.hardware import flushes_denormals
+
+    before = flushes_denormals()
+    best = lstm_step.lstm_step_bench(steps=3, timed=1)
+    assert len(best) == 4 and flushes_denormals() == before
+    losses = [r["final_loss"] for r in best.values()]
+    assert max(losses) - min(losses) < 1e-3 and all(r["s_per_step"] > 0 for r in best.values())

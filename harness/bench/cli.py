@@ -1,4 +1,4 @@
-"""``python -m harness.bench [--only attention|gpt|activations|decoding|baselines] ...``: the parts in order, then
+"""``python -m harness.bench [--only attention|gpt|activations|decoding|lstm|baselines] ...``: the parts in order, then
 the memory pass."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from archbench.errors import ArgumentParser, UserError, check_output_file, user_errors_exit
 from archbench.files import write_atomic
 from harness import hardware
-from harness.bench import activations, attention, attention_gpu, baselines, decoding, gpt_step
+from harness.bench import activations, attention, attention_gpu, baselines, decoding, gpt_step, lstm_step
 from harness.bench.memory import measure_memory
 
 DESCRIPTION = "Micro-benchmarks: ``python -m harness.bench`` (not tests; numbers depend on the machine and its load)."
@@ -29,7 +29,7 @@ def _thread_counts(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = ArgumentParser(prog="python -m harness.bench", description=DESCRIPTION)
-    ap.add_argument("--only", choices=("attention", "gpt", "activations", "decoding", "baselines"),
+    ap.add_argument("--only", choices=("attention", "gpt", "activations", "decoding", "lstm", "baselines"),
                     help="run one part (baselines: harness/bench/baselines.py with its defaults)")
     ap.add_argument("--device", default="auto", choices=hardware.DEVICES)
     ap.add_argument("--max-len", type=int, help="longest attention sequence (default 4096 on a CPU, 16384 on CUDA)")
@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print("decoding: the seq2seq cells of study=tasks after their training, test split, task's search, "
               "incremental vs prefix reread, interleaved rounds in this process")
         results["decoding"] = decoding.decoding_bench(threads=torch.get_num_threads())
+    if args.only in (None, "lstm") and device.type == "cpu":
+        print("lstm seq2seq training step on mt (tiny, its tuned recipe; harness/bench/lstm_step.py): packed loop "
+              "vs fused real-token run, subnormals kept vs flushed, same init and batches")
+        results["lstm"] = lstm_step.lstm_step_bench()
     if args.only in (None, "baselines"):
         print("baselines (python -m harness.bench.baselines for its options):")
         baselines.main([])

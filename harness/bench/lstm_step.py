@@ -1,0 +1,79 @@
+"""The LSTM seq2seq training step on a CPU: packed loop vs fused real-token run, subnormals kept vs flushed.
+
+``python -m harness.bench --only lstm``. The cell of ``study=tasks`` that dominated its wall time:
+``lstm`` tiny on ``mt`` (builtin gettext pairs, byte tokens) at its tuned recipe (AdamW, lr 8e-2,
+clip 1), trained from the same initialization and batches under four settings: the encoder through
+``pack_padded_sequence`` (a per-time-step loop on a CPU) or through
+archs/layers/real_token_lstm.py (one fused oneDNN call per layer and direction), each with subnormal
+floats computed as such or flushed to zero (``flush_denormal``, the run default). Subnormals appear
+once training has moved the gates (after ~10 steps at this lr), so each setting trains
+``steps`` steps and the time per step is taken over the last ``timed`` of them; two rounds, the
+settings in reverse order in the second, best of the two. The final losses are printed beside
+the times: the settings compute the same function, so they agree to float rounding.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from harness import hardware
+
+SETTINGS = [("packed", False), ("packed", True), ("real-token", False), ("real-token", True)]
+
+
+def _train(task, path: str, flush: bool, steps: int, timed: int) -> dict[str, Any]:
+    from archbench import get_arch
+    from archs import lstm
+    from archs.layers.real_token_lstm import packed_run, run_real_tokens
+    from harness.train import make_optimizer
+
+    before = hardware.flushes_denormals()
+    torch.set_flush_denormal(flush)
+    saved = lstm.run_real_tokens
+    lstm.run_real_tokens = run_real_tokens if path == "real-token" else packed_run
+    try:
+        torch.manual_seed(0)
+        arch = get_arch("lstm")
+        model = arch.build("seq2seq", arch.sizes["tiny"], task.spec(64))
+        recipe = arch.recipes["tiny"]
+        opt = make_optimizer(model, {"lr": recipe.lr, "betas": recipe.betas, "weight_decay": recipe.weight_decay})
+        batches = task.train_batches(recipe.batch_size, recipe.seq_len, torch.Generator().manual_seed(0))
+        times, tokens = [], 0
+        for step in range(steps):
+            batch = next(batches)
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss, n = task.loss(model, batch, torch.device("cpu"))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            opt.step()
+            if step >= steps - timed:
+                times.append(time.perf_counter() - t0)
+                tokens += n
+        return {"s_per_step": sum(times) / len(times), "tokens_per_s": tokens / sum(times),
+                "final_loss": float(loss)}
+    finally:
+        lstm.run_real_tokens = saved
+        torch.set_flush_denormal(before)
+
+
+def lstm_step_bench(steps: int = 25, timed: int = 10) -> dict[str, Any]:
+    from archbench import build_task
+    from harness.config import compose_dict
+
+    conf = compose_dict(["task=mt", "task.max_eval_examples=4"])
+    task = build_task(conf["task"])
+    best: dict[str, dict[str, Any]] = {}
+    for order in (SETTINGS, SETTINGS[::-1]):
+        for path, flush in order:
+            name = f"{path}, subnormals {'flushed' if flush else 'kept'}"
+            run = _train(task, path, flush, steps, timed)
+            if name not in best or run["s_per_step"] < best[name]["s_per_step"]:
+                best[name] = run
+    base = best["packed, subnormals kept"]["s_per_step"]
+    for name, r in best.items():
+        print(f"  {name:32s} {r['s_per_step']:.3f} s/step  {r['tokens_per_s']:8,.0f} tokens/s  "
+              f"{base / r['s_per_step']:5.2f}x the packed loop with subnormals  final loss {r['final_loss']:.4f}")
+    return best
