@@ -198,7 +198,9 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
     generator = seed_everything(int(conf["seed"]))
     if conf.get("threads"):
         torch.set_num_threads(int(conf["threads"]))  # recorded below in env.threads
-    torch.set_flush_denormal(bool(conf.get("flush_denormal", True)))  # recorded in env.flush_denormal
+    # recorded in env.flush_denormal; set before torch's first parallel op where it can be: Linux threads
+    # copy their creator's floating-point mode, so the intra-op pool started after this inherits it
+    torch.set_flush_denormal(bool(conf.get("flush_denormal", True)))
     device = hardware.resolve_device(conf["device"])
     dist, device = distributed.setup(conf.get("dist", "none"), device)  # torchrun's rank -> its device
     distributed.check_batch(dist.mode, int(conf["train"]["batch_size"]), int(conf["train"].get("grad_accum", 1)),

@@ -68,7 +68,7 @@ S = ["report=false", *[f for f in FAST if f != "report=false"]]
 CASES = [
     # sweep: flags, + and ~, numbers, names, paths
     (_sweep, ["force=no"]), (_sweep, ["force=off"]), (_sweep, ["force='false'"]), (_sweep, ["report=maybe"]),
-    (_sweep, ["checkpoint=yes"]), (_sweep, ["train.progress=1"]), (_sweep, ["+train.max_stepz=5"]),
+    (_sweep, ["checkpoint=yes"]), (_sweep, ["train.progress=1"]), (_sweep, ["flush_denormal=no"]), (_sweep, ["+train.max_stepz=5"]),
     (_sweep, ["+train.max_steps=5"]), (_sweep, ["~train.lr"]), (_sweep, ["train.max_stepz=5"]),
     (_sweep, ["arch.d_model=-8"]), (_sweep, ["train.lr=nan"]), (_sweep, ["train.lr=inf"]),
     (_sweep, ["train.lr=-1"]), (_sweep, ["train.batch_size=0"]), (_sweep, ["train.seq_len=abc"]),

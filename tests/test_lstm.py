@@ -201,3 +201,19 @@ def test_lstm_step_bench_trains_the_same_model_under_every_setting():
     assert len(best) == 4 and flushes_denormals() == before
     losses = [r["final_loss"] for r in best.values()]
     assert max(losses) - min(losses) < 1e-3 and all(r["s_per_step"] > 0 for r in best.values())
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_cpu_run_flushes_subnormals_as_configured_and_records_it(flush, tmp_path):
+    import torch
+
+    from harness.hardware import flushes_denormals
+    from harness.run import run_one
+    from tests.helpers import FAST, compose_conf
+
+    before = flushes_denormals()
+    try:
+        rec = run_one(compose_conf("arch=lstm", *FAST, f"results_dir={tmp_path}", f"flush_denormal={str(flush).lower()}"))
+        assert rec.status == "ok" and rec.env.flush_denormal is flush and flushes_denormals() is flush
+    finally:
+        torch.set_flush_denormal(before)
