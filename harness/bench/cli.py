@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               "incremental vs prefix reread, interleaved rounds in this process")
         results["decoding"] = decoding.decoding_bench(threads=torch.get_num_threads())
     if args.only in (None, "lstm") and device.type == "cpu":
-        print("lstm seq2seq training step on mt (tiny, its tuned recipe; harness/bench/lstm_step.py): packed loop "
+        print("lstm seq2seq training step on mt and summarization (tiny, its tuned recipe; harness/bench/lstm_step.py): packed loop "
               "vs fused real-token run, subnormals kept vs flushed, same init and batches")
         results["lstm"] = lstm_step.lstm_step_bench()
     if args.only in (None, "baselines"):
