@@ -42,7 +42,7 @@ def _train(task, path: str, flush: bool, steps: int, timed: int) -> dict[str, An
         recipe = arch.recipes["tiny"]
         opt = make_optimizer(model, {"lr": recipe.lr, "betas": recipe.betas, "weight_decay": recipe.weight_decay})
         batches = task.train_batches(recipe.batch_size, recipe.seq_len, torch.Generator().manual_seed(0))
-        times, tokens = [], 0
+        times, tokens, diverged = [], 0, None
         for step in range(steps):
             batch = next(batches)
             t0 = time.perf_counter()
@@ -51,11 +51,13 @@ def _train(task, path: str, flush: bool, steps: int, timed: int) -> dict[str, An
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             opt.step()
+            if diverged is None and not torch.isfinite(loss):
+                diverged = step
             if step >= steps - timed:
                 times.append(time.perf_counter() - t0)
                 tokens += n
         return {"s_per_step": sum(times) / len(times), "tokens_per_s": tokens / sum(times),
-                "final_loss": loss.item()}
+                "final_loss": loss.item(), "diverged_at_step": diverged}
     finally:
         lstm.run_real_tokens = saved
         torch.set_flush_denormal(before)
@@ -80,6 +82,8 @@ def _one_task(name: str, steps: int, timed: int) -> dict[str, Any]:
                 best[setting] = run
     base = best["packed, subnormals kept"]["s_per_step"]
     for setting, r in best.items():
+        note = (f"final loss {r['final_loss']:.4f}" if r["diverged_at_step"] is None else
+                f"DIVERGED (loss not finite from step {r['diverged_at_step']}): its time is not comparable")
         print(f"    {setting:32s} {r['s_per_step']:.3f} s/step  {r['tokens_per_s']:8,.0f} tokens/s  "
-              f"{base / r['s_per_step']:5.2f}x the packed loop with subnormals  final loss {r['final_loss']:.4f}")
+              f"{base / r['s_per_step']:5.2f}x the packed loop with subnormals  {note}")
     return best
