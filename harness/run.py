@@ -137,6 +137,7 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
         return rec
 
     t_start = time.perf_counter()
+    flushing = hardware.flushes_denormals()  # the caller's setting: the run's flush_denormal ends with it
     try:
         execute(conf, rec, arch, budget)
     except (UserError, resume.Interrupted):  # a mistake, or stopped by a signal after a checkpoint: no record
@@ -145,6 +146,8 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
         rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
         rec.traceback = traceback.format_exc()
         print(f"run {key} failed (rank {distributed.env_rank()}): {rec.error}")
+    finally:
+        torch.set_flush_denormal(flushing)
     rec.wall_s = time.perf_counter() - t_start
     if main:
         _write(results_dir, rec, old)
