@@ -45,3 +45,10 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def tuned(protocol: str, lr: float, validation_loss: float, **values: Any) -> Recipe:
+    """A size preset's recipe whose lr the harness picked itself with ``study=tune`` (``protocol``:
+    on what data, at what budget, over which grid); ``values``: the recipe's other settings."""
+    return Recipe(source=f"tuned by study=tune on {protocol}: lr {lr:g}, validation loss {validation_loss}",
+                  lr=lr, **values)

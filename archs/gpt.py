@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from archbench import Recipe, TaskSpec, register_arch
+from archbench.recipe import tuned
 from archbench.errors import UserError
 from archbench.model import NeuralLM, PlanningBlock, matmul_params
 from archs.layers.attention import KVCache, RotaryEmbedding
@@ -106,16 +107,9 @@ _GPT3 = dict(schedule="cosine", min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 
 _CPU_TUNED = {"tiny": (6e-3, 2.1697), "s1": (2.4e-2, 2.5632), "s2": (1.2e-2, 2.3517), "s3": (1.2e-2, 2.2629),
               "s4": (1.2e-2, 2.1643), "s5": (6e-3, 2.1596)}
 
-
-def _cpu_recipe(size: str) -> Recipe:
-    lr, val = _CPU_TUNED[size]
-    return Recipe(source=f"tuned by study=tune on builtin lm (200 steps of 32 x 64 tokens, lr grid 3e-3..4.8e-2): "
-                         f"lr {lr:g}, validation loss {val}", lr=lr, warmup_steps=100, batch_size=32, seq_len=64,
-                  **_GPT3)
-
-
 RECIPES = {
-    **{size: _cpu_recipe(size) for size in _CPU_TUNED},
+    **{size: tuned("builtin lm (200 steps of 32 x 64 tokens, lr grid 3e-3..4.8e-2)", lr, val, warmup_steps=100,
+                   batch_size=32, seq_len=64, **_GPT3) for size, (lr, val) in _CPU_TUNED.items()},
     "small": Recipe(source="GPT-3 Small (Brown et al. 2020, Table 2.1)", lr=6.0e-4, warmup_steps=750,
                     published_batch_tokens=524_288, **_GPT3),
     "medium": Recipe(source="GPT-3 Medium (Brown et al. 2020, Table 2.1)", lr=3.0e-4, warmup_steps=750,
@@ -198,11 +192,6 @@ class GPT(NeuralLM):
         if cache is not None:
             cache.advance(t)
         return self.ln_f(x)
-
-    @property
-    def recomputes_layers(self) -> bool:
-        """Activation checkpointing is on (harness/planner.py counts one recomputed layer for it)."""
-        return self.cfg.activation_checkpointing != "none"
 
     @property
     def checkpointing(self) -> str:

@@ -31,9 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from archbench import Recipe, TaskSpec, register_arch
+from archbench.recipe import tuned
 from archbench.errors import UserError
 from archbench.model import NeuralLM, NeuralModel
-from archs.layers.real_token_lstm import packed_run, run_real_tokens
+from archs.layers.real_token_lstm import run_lstm
 
 ATTN_SCORES = ("dot", "general")
 POOLS = ("mean", "max")
@@ -106,19 +107,13 @@ SIZES = {
 _CPU_TUNED = {"tiny": (8e-2, 1.9833), "h32": (3.2e-1, 2.4026), "h64": (3.2e-1, 2.2328), "h128": (3.2e-1, 2.1111),
               "h224": (1.6e-1, 1.9889), "h320": (8e-2, 1.9060)}
 
-
-def _cpu_recipe(size: str) -> Recipe:
-    lr, val = _CPU_TUNED[size]
-    return Recipe(source=f"tuned by study=tune on builtin lm (200 steps of 32 x 64 tokens, lr grid 2e-2..1.28): "
-                         f"lr {lr:g}, validation loss {val}", lr=lr, schedule="cosine", warmup_steps=100,
-                  batch_size=32, seq_len=64, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0)
-
-
 _ZAREMBA = Recipe(source="Zaremba et al. 2014 batch/context/clip; AdamW lr 2e-3 not published (they used SGD lr 1)",
                   lr=2e-3, schedule="cosine", warmup_steps=100, batch_size=20, seq_len=35, weight_decay=0.0,
                   grad_clip=5.0)
 RECIPES = {
-    **{size: _cpu_recipe(size) for size in _CPU_TUNED},
+    **{size: tuned("builtin lm (200 steps of 32 x 64 tokens, lr grid 2e-2..1.28)", lr, val, schedule="cosine",
+                   warmup_steps=100, batch_size=32, seq_len=64, weight_decay=0.1, betas=(0.9, 0.95), grad_clip=1.0)
+       for size, (lr, val) in _CPU_TUNED.items()},
     "small": _ZAREMBA,
     "medium": _ZAREMBA,
     "large": Recipe(source="AWD-LSTM PTB (Merity et al. 2018) batch/context/clip/decay; AdamW lr 2e-3 not "
@@ -190,13 +185,6 @@ class LSTMLM(NeuralLM):
         return 6 * (gates + self.sizes[-1] * c.vocab_size)
 
 
-def _packed_run(rnn: nn.LSTM, x: torch.Tensor, mask: torch.Tensor):
-    """Run over the real tokens only (right padding); returns padded outputs and (h_n, c_n). On a
-    GPU cuDNN runs packed sequences natively; elsewhere the packed loop is slow and the same
-    function runs on the fused kernel (archs/layers/real_token_lstm.py)."""
-    return (packed_run if x.device.type == "cuda" else run_real_tokens)(rnn, x, mask)
-
-
 def _require_even(d_hidden: int) -> None:
     if d_hidden % 2:
         raise UserError(f"arch.d_hidden={d_hidden} must be even: a bidirectional LSTM gives each direction half")
@@ -229,7 +217,7 @@ class LSTMSeq2Seq(NeuralModel):
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor):
         """Memory: (encoder states (B, S, H), decoder initial h and c, each (B, n_layer, H))."""
-        out, h, c = _packed_run(self.encoder, self.drop(self.embed(src)), src_mask)
+        out, h, c = run_lstm(self.encoder, self.drop(self.embed(src)), src_mask)
         top = lambda s: torch.cat([s[-2], s[-1]], -1)  # noqa: E731  (top layer, forward ++ backward)
         n = self.cfg.n_layer
         h0 = torch.tanh(self.bridge_h(top(h))).unsqueeze(1).expand(-1, n, -1).contiguous()
@@ -306,7 +294,7 @@ class LSTMClassifier(NeuralModel):
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out, _, _ = _packed_run(self.rnn, self.drop_in(self.embed(ids)), mask)
+        out, _, _ = run_lstm(self.rnn, self.drop_in(self.embed(ids)), mask)
         real = mask.to(torch.bool).unsqueeze(-1)
         if self.cfg.pool == "max":
             pooled = out.masked_fill(~real, float("-inf")).max(1).values

@@ -217,6 +217,19 @@ def environment(device: torch.device) -> dict:
     }
 
 
+@contextlib.contextmanager
+def denormals_flushed(on: bool):
+    """Subnormal floats read and written as zero on the CPU (or not) inside, the caller's setting
+    after. Set it before torch's first parallel op: Linux threads copy their creator's floating-point
+    mode, so an intra-op pool started inside inherits it (one started earlier keeps its own)."""
+    before = flushes_denormals()
+    torch.set_flush_denormal(on)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def flushes_denormals() -> bool:
     """Whether this process treats subnormal floats as zero (torch.set_flush_denormal): read back,
     as the product of two small normal floats whose exact value is subnormal."""

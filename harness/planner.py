@@ -114,12 +114,13 @@ def saved_activation_bytes(model, task, tcfg, dtype: torch.dtype, seed: int, wei
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         # kept until the count ends: a freed storage's address could come back and read as seen
         held = task.loss(model, batch, meta)  # noqa: F841
-        if getattr(model, "recomputes_layers", False) and hasattr(model, "planning_block"):
+        mode = getattr(model, "checkpointing", "none")  # a model that recomputes layers says how
+        if mode != "none" and hasattr(model, "planning_block"):
             # activation checkpointing keeps only each layer's input; while a layer is recomputed
             # in backward its full activations exist once more: count one layer's worth
             pb = model.planning_block()
             pb.module(**pb.make_inputs(int(tcfg["batch_size"]), int(tcfg["seq_len"]), meta))
-            if getattr(model, "checkpointing", "full") == "selective":
+            if mode == "selective":
                 total += pb.count * _selective_layer_bytes(pb, tcfg, shrink)
     if weight_copies and dtype != torch.float32:  # autocast keeps a low-precision copy of every matmul weight for backward
         total += int(matmul_params(model) * torch.finfo(dtype).bits / 8)

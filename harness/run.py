@@ -66,7 +66,6 @@ class Prepared:
     dtype: torch.dtype
     generator: torch.Generator
     dist: distributed.Dist = dataclasses.field(default_factory=distributed.Dist)
-    built: str | None = None  # under FSDP: how the model came to be sharded (harness/meta_init.py)
 
     @property
     def tcfg(self) -> Mapping[str, Any]:
@@ -137,7 +136,6 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
         return rec
 
     t_start = time.perf_counter()
-    flushing = hardware.flushes_denormals()  # the caller's setting: the run's flush_denormal ends with it
     try:
         execute(conf, rec, arch, budget)
     except (UserError, resume.Interrupted):  # a mistake, or stopped by a signal after a checkpoint: no record
@@ -146,8 +144,6 @@ def _run(conf, overrides, arch: ArchSpec, kind: str, budget: Budget, key: str, o
         rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
         rec.traceback = traceback.format_exc()
         print(f"run {key} failed (rank {distributed.env_rank()}): {rec.error}")
-    finally:
-        torch.set_flush_denormal(flushing)
     rec.wall_s = time.perf_counter() - t_start
     if main:
         _write(results_dir, rec, old)
@@ -165,14 +161,16 @@ def _write(results_dir, rec: RunRecord, old: RunRecord | None) -> None:
 
 
 def execute(conf: Mapping[str, Any], rec: RunRecord, arch: ArchSpec, budget: Budget) -> None:
-    """The stages of one run, each filling its part of ``rec``; status is set last."""
-    p = prepare(conf, arch, rec)
-    try:
-        _stages(p, rec, arch, budget)
-    except BaseException:
-        distributed.teardown(p.dist, ok=False)
-        raise
-    distributed.teardown(p.dist)
+    """The stages of one run, each filling its part of ``rec``; status is set last. The run's
+    ``flush_denormal`` holds from its first torch op to its end (recorded in env.flush_denormal)."""
+    with hardware.denormals_flushed(bool(conf.get("flush_denormal", True))):
+        p = prepare(conf, arch, rec)
+        try:
+            _stages(p, rec, arch, budget)
+        except BaseException:
+            distributed.teardown(p.dist, ok=False)
+            raise
+        distributed.teardown(p.dist)
 
 
 def _stages(p: Prepared, rec: RunRecord, arch: ArchSpec, budget: Budget) -> None:
@@ -201,9 +199,6 @@ def prepare(conf: Mapping[str, Any], arch: ArchSpec, rec: RunRecord) -> Prepared
     generator = seed_everything(int(conf["seed"]))
     if conf.get("threads"):
         torch.set_num_threads(int(conf["threads"]))  # recorded below in env.threads
-    # recorded in env.flush_denormal; set before torch's first parallel op where it can be: Linux threads
-    # copy their creator's floating-point mode, so the intra-op pool started after this inherits it
-    torch.set_flush_denormal(bool(conf.get("flush_denormal", True)))
     device = hardware.resolve_device(conf["device"])
     dist, device = distributed.setup(conf.get("dist", "none"), device)  # torchrun's rank -> its device
     distributed.check_batch(dist.mode, int(conf["train"]["batch_size"]), int(conf["train"].get("grad_accum", 1)),
@@ -246,13 +241,13 @@ def build(p: Prepared, rec: RunRecord):
     """The model, built on the device it runs on (a large model never passes through host memory);
     under FSDP built on meta, sharded and initialized shard by shard (harness/meta_init.py), so no
     rank ever holds it whole -- with the very weights the ordinary build gives."""
-    model = None  # p.dist.mode is set once per run: p.built is this run's
+    model = None
     if p.dist.mode == "fsdp" and not p.arch.fitted and not p.conf.get("init_from"):
         model, why = meta_init.build_sharded(
             lambda: p.arch.build(p.task.kind, p.hparams, p.spec),
             lambda m: distributed.wrap(m, p.dist, p.dtype, p.device, compile_layers=bool(p.tcfg.get("compile"))),
             p.device)
-        p.built = why if model is not None else f"built whole on every rank, then sharded: {why}"
+        rec.dist = {"init": why if model is not None else f"built whole on every rank, then sharded: {why}"}
     if model is None:
         with torch.device(p.device):
             model = p.arch.build(p.task.kind, p.hparams, p.spec)
@@ -289,9 +284,8 @@ def train_or_fit(model, p: Prepared, budget: Budget, rec: RunRecord) -> TrainOut
     if p.dist.rank == 0:
         print(f"{desc}: training on {p.device.type}, up to {t['max_steps'] or 'budget'} steps of {t['batch_size']} x "
               f"{p.seq_len} tokens{val}", flush=True)
-    rec.dist = p.dist.record(int(p.tcfg.get("grad_accum", 1)), int(p.tcfg["batch_size"]), p.dtype)
-    if p.built:
-        rec.dist["init"] = p.built
+    rec.dist = {**p.dist.record(int(p.tcfg.get("grad_accum", 1)), int(p.tcfg["batch_size"]), p.dtype),
+                **(rec.dist or {})}  # + how build() made the sharded model
     ckpt = resume.Checkpointer(resume.run_dir(p.conf["results_dir"], rec.run_key), int(p.tcfg.get("checkpoint_every", 0)),
                                p.dist, rec.run_key, dict(p.conf), p.tcfg.get("resume_from"))
     wrapped = distributed.wrap(model, p.dist, p.dtype, p.device, compile_layers=bool(p.tcfg.get("compile")))

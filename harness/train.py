@@ -101,7 +101,7 @@ def train(model, task, tcfg: Mapping[str, Any], budget: Budget, device: torch.de
     model.train()
     bar = tqdm(total=horizon, initial=out.steps, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0,
                disable=not tcfg.get("progress", True) or not dist.is_main)
-    step = _Stepper(model, task, opt, device, autocast, tcfg, dist)
+    step = Stepper(model, task, opt, device, autocast, tcfg, dist)
     with ckpt if ckpt is not None else contextlib.nullcontext():
         try:
             while not _stopped(out, *limits):
@@ -192,7 +192,7 @@ def _stopped(out: TrainOutcome, max_steps: float, horizon_reason: str, max_secon
     return bool(out.stop_reason)
 
 
-class _Stepper:
+class Stepper:
     """One optimizer step over a global batch: this rank's rows in ``grad_accum`` micro-batches, each
     loss scaled by 1/grad_accum, gradients averaged over ranks by DDP/FSDP. Returns (mean loss over
     the global batch, tokens read by all ranks, None), or (None, tokens, why) when the loss or the

@@ -170,14 +170,14 @@ def test_compile_layers_compiles_each_repeated_layer_and_nothing_else():
 SIGNAL_AT_STEP_7 = """
 import os, signal, sys
 from harness import sweep, train
-step = train._Stepper.__call__
+step = train.Stepper.__call__
 def stepped(self, batch, _n=[0]):
     out = step(self, batch)
     _n[0] += 1
     if _n[0] == 7:
         os.kill(os.getpid(), signal.SIGTERM)
     return out
-train._Stepper.__call__ = stepped
+train.Stepper.__call__ = stepped
 sys.exit(sweep.main(sys.argv[1:]))
 """
 NO_PERIODIC = [o for o in TINY if not o.startswith(("train.max_steps", "train.eval_every"))] + \

@@ -49,18 +49,16 @@ def test_gpt_as_prefix_lm_is_per_token_read(b, t):
 
 @pytest.mark.parametrize("b, t", SHAPES)
 @pytest.mark.parametrize("kind", ["lm", "seq2seq"])
-def test_lstm_formulas_match_the_counter(kind, b, t, monkeypatch):
+def test_lstm_formulas_match_the_counter(kind, b, t):
     """oneDNN's fused LSTM kernel is invisible to the counter: with it off, nn.LSTM runs as the
     matmuls the formula counts. seq2seq: per token read, source and target of t tokens each. The
     encoder runs packed, the reference path: the CPU path's recomputed gates are not model FLOPs."""
     from archs import lstm
-    from archs.layers.real_token_lstm import packed_run
-
-    monkeypatch.setattr(lstm, "run_real_tokens", packed_run)
+    from archs.layers.real_token_lstm import packed_reference
 
     model = lstm.build(kind, lstm.SIZES["tiny"], TaskSpec(kind=kind, vocab_size=V, max_seq_len=t, pad_id=0))
     x, mask = torch.randint(1, V, (b, t)), torch.ones(b, t, dtype=torch.bool)
-    with torch.backends.mkldnn.flags(enabled=False):
+    with torch.backends.mkldnn.flags(enabled=False), packed_reference():
         counted = _counted(model, x) if kind == "lm" else _counted(model, x, mask, x)
     read = b * t if kind == "lm" else 2 * b * t
     assert counted / read == pytest.approx(model.flops_per_token(t), rel=0.02)
@@ -82,19 +80,16 @@ def _seq2seq(name: str):
 
 @pytest.mark.parametrize("b, s, t", PAIRS)
 @pytest.mark.parametrize("name", ["transformer", "gpt", "lstm"])
-def test_seq2seq_pair_flops_match_the_counter_at_unequal_lengths(name, b, s, t, monkeypatch):
+def test_seq2seq_pair_flops_match_the_counter_at_unequal_lengths(name, b, s, t):
     """A batch of b pairs with s source and t target tokens (no padding): the FLOPs counted by
     FlopCounterMode equal the sum of the model's pair_flops(s, t), within 2% (the LSTM encoder on
     its packed reference path, as above)."""
     from archbench import seq2seq_flops
-    from archs import lstm
-    from archs.layers.real_token_lstm import packed_run
-
-    monkeypatch.setattr(lstm, "run_real_tokens", packed_run)
+    from archs.layers.real_token_lstm import packed_reference
 
     model = _seq2seq(name)
     src, tgt = torch.randint(1, V, (b, s)), torch.randint(1, V, (b, t))
-    with torch.backends.mkldnn.flags(enabled=False):  # the LSTM as the matmuls it is (see above)
+    with torch.backends.mkldnn.flags(enabled=False), packed_reference():  # the LSTM as the matmuls it is (see above)
         counted = _counted(model, src, torch.ones(b, s, dtype=torch.bool), tgt)
     assert counted == pytest.approx(seq2seq_flops(model, [s] * b, [t] * b), rel=0.02)
 

@@ -166,9 +166,7 @@ def test_lm_runs_through_the_harness(tmp_path):
 def test_real_token_lstm_equals_the_packed_run(layers, bidirectional):
     """The fused-kernel run over each row's real tokens gives the packed LSTM's outputs, final states
     and gradients (rows of length 1, equal lengths and the full width included)."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-    from archs.layers.real_token_lstm import run_real_tokens
+    from archs.layers.real_token_lstm import packed_run, run_real_tokens
 
     torch.manual_seed(0)
     rnn = torch.nn.LSTM(16, 12, num_layers=layers, batch_first=True, bidirectional=bidirectional)
@@ -176,13 +174,9 @@ def test_real_token_lstm_equals_the_packed_run(layers, bidirectional):
     mask = torch.arange(23)[None] < lengths[:, None]
     x = torch.randn(len(lengths), 23, 16, requires_grad=True)
 
-    def packed():
-        out, (h, c) = rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
-        return pad_packed_sequence(out, batch_first=True, total_length=23)[0], h, c
-
     results = []
-    for run in (packed, lambda: run_real_tokens(rnn, x, mask)):
-        out, h, c = run()
+    for run in (packed_run, run_real_tokens):
+        out, h, c = run(rnn, x, mask)
         weights = [torch.randn(t.shape, generator=torch.Generator().manual_seed(i)) for i, t in enumerate((out, h, c))]
         loss = sum((w * t).sum() for w, t in zip(weights, (out, h, c)))
         results.append((out, h, c, *torch.autograd.grad(loss, [x, *rnn.parameters()])))

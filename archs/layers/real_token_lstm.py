@@ -16,14 +16,38 @@ layer and direction over the whole padded batch:
 
 Outputs, states and gradients equal the packed run's to float rounding (tests/test_lstm.py). The
 recomputed gates are extra work that the model's FLOPs (archs/lstm.py ``pair_flops``) do not count,
-as MFU conventions leave recomputation out; ``packed_run`` is the reference they are counted on.
+as MFU conventions leave recomputation out; ``packed_run`` is the reference they are counted on
+(``packed_reference()`` makes every run take it, for the FLOP counter and harness.bench).
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+_PACKED_ONLY = [False]  # set by packed_reference()
+
+
+def run_lstm(rnn: nn.LSTM, x: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``rnn`` over the real tokens of right-padded rows, the fastest way on this device: packed
+    sequences on a GPU (cuDNN runs them natively), the fused real-token run elsewhere."""
+    fused = x.device.type != "cuda" and not _PACKED_ONLY[0]
+    return (run_real_tokens if fused else packed_run)(rnn, x, mask)
+
+
+@contextlib.contextmanager
+def packed_reference():
+    """Every ``run_lstm`` inside takes the packed path: the model's own FLOPs, with no recomputation."""
+    before, _PACKED_ONLY[0] = _PACKED_ONLY[0], True
+    try:
+        yield
+    finally:
+        _PACKED_ONLY[0] = before
 
 
 def packed_run(rnn: nn.LSTM, x: torch.Tensor, mask: torch.Tensor

@@ -19,7 +19,8 @@ import numpy as np
 
 from archbench.errors import UserError
 
-SPECIAL = ("<s>", "</s>", "<unk>")  # dropped from the text, as lmplz drops them
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+SPECIAL = (BOS, EOS, UNK)  # dropped from the text, as lmplz drops them
 ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.split() breaks on
 # every other character that str.split() breaks on (tests/test_ngram_fast_paths.py checks the list)
 OTHER_SPACE = "\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
@@ -29,10 +30,10 @@ CHUNK_BYTES = 1 << 23
 
 
 def file_bytes(path: str | Path) -> bytes:
-    """The file's bytes."""
+    """The file's bytes; a missing path or a folder is one line."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"token file '{path}' does not exist")
+        raise UserError(f"token file '{path}' " + ("is a folder, not a file" if p.is_dir() else "does not exist"))
     return p.read_bytes()
 
 

@@ -19,18 +19,13 @@ import pandas as pd
 
 from archbench.errors import ArgumentParser, UserError, check_output_file, user_errors_exit
 from archs.ngram.backoff import BackoffLM
-
-BOS, EOS, UNK = "<s>", "</s>", "<unk>"
-SPECIAL = {BOS, EOS, UNK}
+from archs.ngram.token_ids import BOS, EOS, SPECIAL, UNK, file_bytes, read_token_ids
 
 
 def read_token_file(path: str | Path) -> list[list[str]]:
     """Sentences of whitespace-separated tokens, one a line (empty lines are empty sentences, as
     lmplz counts them). ``<s>``, ``</s>`` and ``<unk>`` in the text are dropped, as lmplz does."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"token file '{path}' does not exist")
-    data = p.read_bytes()
+    data = file_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -78,8 +73,6 @@ class WordVocab:
 
     def encode_file(self, path) -> tuple[np.ndarray, np.ndarray, int]:
         """``encode`` of a token file's sentences, read without a Python object per token."""
-        from archs.ngram.token_ids import read_token_ids
-
         words, codes, lengths = read_token_ids(path)
         lut = pd.Index(self.words[:-1]).get_indexer(pd.Index(words, dtype=object)).astype(np.int64)
         ids = lut[codes]
@@ -92,7 +85,6 @@ def estimate_from_file(path, order: int, discount_fallback=None) -> BackoffLM:
     """``estimate_from_sentences(read_token_file(path), ...)``, without the lists: the same model,
     several times faster and a fraction of the memory on large files (archs/ngram/token_ids.py)."""
     from archs.ngram.kneser_ney import estimate
-    from archs.ngram.token_ids import read_token_ids
 
     words, codes, lengths = read_token_ids(path)
     vocab = WordVocab([UNK, EOS, *words, BOS])

@@ -15,6 +15,7 @@ first steps spike and rounding differences grow, so after many steps the losses 
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -26,41 +27,32 @@ SETTINGS = [("packed", False), ("packed", True), ("real-token", False), ("real-t
 
 
 def _train(task, path: str, flush: bool, steps: int, timed: int) -> dict[str, Any]:
+    """``steps`` of the engine's own training step (harness.train.Stepper), the last ``timed`` timed."""
     from archbench import get_arch
-    from archs import lstm
-    from archs.layers.real_token_lstm import packed_run, run_real_tokens
-    from harness.train import make_optimizer
+    from archs.layers.real_token_lstm import packed_reference
+    from harness import distributed
+    from harness.train import Stepper, make_optimizer
 
-    before = hardware.flushes_denormals()
-    torch.set_flush_denormal(flush)
-    saved = lstm.run_real_tokens
-    lstm.run_real_tokens = run_real_tokens if path == "real-token" else packed_run
-    try:
+    with hardware.denormals_flushed(flush), packed_reference() if path == "packed" else contextlib.nullcontext():
         torch.manual_seed(0)
         arch = get_arch("lstm")
         model = arch.build("seq2seq", arch.sizes["tiny"], task.spec(64))
-        recipe = arch.recipes["tiny"]
-        opt = make_optimizer(model, {"lr": recipe.lr, "betas": recipe.betas, "weight_decay": recipe.weight_decay})
-        batches = task.train_batches(recipe.batch_size, recipe.seq_len, torch.Generator().manual_seed(0))
-        times, tokens, diverged = [], 0, None
-        for step in range(steps):
+        tcfg = arch.recipes["tiny"].values()
+        step = Stepper(model, task, make_optimizer(model, tcfg), torch.device("cpu"), contextlib.nullcontext(),
+                       tcfg, distributed.SINGLE)
+        batches = task.train_batches(tcfg["batch_size"], tcfg["seq_len"], torch.Generator().manual_seed(0))
+        times, tokens, loss, diverged = [], 0, None, None
+        for i in range(steps):
             batch = next(batches)
             t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss, n = task.loss(model, batch, torch.device("cpu"))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            opt.step()
-            if diverged is None and not torch.isfinite(loss):
-                diverged = step
-            if step >= steps - timed:
+            loss, n, why = step(batch)  # loss None: not finite (the engine would end the run as diverged)
+            if why and diverged is None:
+                diverged = i
+            if i >= steps - timed:
                 times.append(time.perf_counter() - t0)
                 tokens += n
-        return {"s_per_step": sum(times) / len(times), "tokens_per_s": tokens / sum(times),
-                "final_loss": loss.item(), "diverged_at_step": diverged}
-    finally:
-        lstm.run_real_tokens = saved
-        torch.set_flush_denormal(before)
+    return {"s_per_step": sum(times) / len(times), "tokens_per_s": tokens / sum(times),
+            "final_loss": loss if loss is not None else float("nan"), "diverged_at_step": diverged}
 
 
 def lstm_step_bench(steps: int = 20, timed: int = 8, tasks=("mt", "summarization")) -> dict[str, Any]:
